@@ -1,0 +1,53 @@
+/* The memtrace command: one executable, one subcommand per concept.
+ * Each subcommand parses its own options and returns the exit status;
+ * this file only dispatches and prints the top-level help. */
+#include <stdio.h>
+#include <string.h>
+
+#include "pack.h"
+#include "report.h"
+#include "run.h"
+
+#ifndef MT_VERSION
+#define MT_VERSION "0.1.0"
+#endif
+
+static const struct {
+    const char *name;
+    int (*main)(int argc, char **argv);
+    const char *summary;
+} commands[] = {
+    { "run", mt_run_main, "run a command with every allocation recorded" },
+    { "report", mt_report_main, "summarize one or more traces (text or --json)" },
+    { "pack", mt_pack_main, "compress a trace left uncompressed (after a kill)" },
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: memtrace COMMAND [OPTIONS] [ARGS...]\n\nCommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'memtrace COMMAND --help' describes each command.\n"
+               "Without the launcher: LD_PRELOAD=/path/to/libmemtrace.so CMD (see docs/ENVIRONMENT.md).\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("memtrace %s (trace format 1)\n", MT_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].main(argc - 1, argv + 1);
+    fprintf(stderr, "memtrace: unknown command '%s'; try 'memtrace --help'\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,241 @@
+/* memtrace trace format, version 1: the one definition of the file layout.
+ *
+ * A trace is written by libmemtrace.so (preload/recorder.c) and read by the
+ * reader library (analyzer/reader.c). Everything here is little-endian, fixed
+ * width where a struct is shown, LEB128 varints inside record payloads.
+ *
+ * File = file header (struct mt_file_hdr, 128 bytes) followed by chunks that
+ * tile the rest of the file. Every chunk starts with struct mt_chunk_hdr
+ * (64 bytes) and says its own total size, so a reader walks the chunk chain
+ * without decoding payloads. Chunk kinds:
+ *
+ *   RAW   written in place by the recorder through a shared file mapping.
+ *         `used` is advanced with a release store after each complete
+ *         record, so the payload is valid up to `used` at any instant,
+ *         whatever happens to the process (exit, _exit, abort, a fatal
+ *         signal, SIGKILL). `size` is the extent reserved on disk.
+ *   ZSTD  written by `memtrace pack`: the RAW payload of one chunk,
+ *         compressed as one zstd frame; `used` is the decompressed length,
+ *         `stored` the compressed length, `crc` a CRC-32 of the stored bytes.
+ *   FREE  reserved space nobody wrote into (a thread exited early); skipped.
+ *   TRAILER  last chunk of a packed file: `used` = number of data chunks.
+ *            A packed file without it was cut short.
+ *
+ * Ordering. Each thread appends to its own chunk (one writer per chunk, no
+ * global lock). Every event takes a number from one process-wide counter
+ * (`seq`), so a reader merges the per-thread streams by seq and sees the
+ * events in an order consistent with the program's own synchronisation:
+ * an allocation takes its number after the allocator returned, a free
+ * before the memory is handed back, a realloc one of each. Records that
+ * are not events (stacks, modules, RSS samples) carry no seq and sort just
+ * after the event before them in the same stream (or at `seq_base`).
+ *
+ * Stack ids are global: a record may name a stack whose STACK record is in
+ * another thread's stream and comes later in merged order. Readers resolve
+ * stack ids after the pass (the definition is always somewhere in a whole
+ * trace).
+ *
+ * Version bump rule: MT_FORMAT_VERSION goes up whenever a reader of the
+ * previous version would misread a file: a changed struct or field, a new
+ * meaning for an existing tag or kind. Adding a record tag does not bump it
+ * only if old readers can skip it, which they cannot (records carry no
+ * length), so new tags bump the version too. Readers refuse versions newer
+ * than the one they know, with a clear message.
+ */
+#ifndef MEMTRACE_FORMAT_H
+#define MEMTRACE_FORMAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MT_FORMAT_VERSION 1u
+
+/* ---- file header ----------------------------------------------------- */
+
+#define MT_FILE_MAGIC "MEMTRACE" /* 8 bytes, no terminator in the file */
+#define MT_FILE_HDR_SIZE 128u
+
+enum {
+    MT_FILE_PACKED = 1u << 0, /* chunks are ZSTD, a TRAILER ends the file */
+};
+
+struct mt_file_hdr {
+    char magic[8];          /* MT_FILE_MAGIC */
+    uint32_t version;       /* MT_FORMAT_VERSION */
+    uint32_t hdr_size;      /* MT_FILE_HDR_SIZE; first chunk starts here */
+    uint32_t flags;         /* MT_FILE_* */
+    uint32_t pid;           /* traced process */
+    uint32_t ppid;          /* its parent at start */
+    uint32_t session_pid;   /* pid of the first traced process of the run */
+    uint32_t page_size;     /* of the recording machine */
+    uint32_t time_shift;    /* times in records count units of 2^shift ns */
+    uint64_t start_mono_ns; /* CLOCK_MONOTONIC at start; times are relative */
+    uint64_t start_real_ns; /* CLOCK_REALTIME at start, for display */
+    uint8_t reserved[72];   /* zero */
+};
+
+/* ---- chunks ------------------------------------------------------------ */
+
+#define MT_CHUNK_MAGIC 0x4b43544du /* "MTCK" read as little-endian u32 */
+#define MT_CHUNK_HDR_SIZE 64u
+
+enum mt_chunk_type {
+    MT_CHUNK_RAW = 1,
+    MT_CHUNK_ZSTD = 2,
+    MT_CHUNK_FREE = 3,
+    MT_CHUNK_TRAILER = 4,
+};
+
+struct mt_chunk_hdr {
+    uint32_t magic;     /* MT_CHUNK_MAGIC */
+    uint16_t type;      /* enum mt_chunk_type */
+    uint16_t hdr_size;  /* MT_CHUNK_HDR_SIZE */
+    uint32_t tid;       /* writing thread (kernel tid) */
+    uint32_t flags;     /* zero */
+    uint64_t size;      /* whole chunk, header included; next chunk follows */
+    uint64_t used;      /* payload bytes (decompressed length for ZSTD) */
+    uint64_t seq_base;  /* seq deltas in the payload start from this */
+    uint64_t time_base; /* time deltas start from this (time units) */
+    uint32_t stored;    /* ZSTD: compressed bytes after the header */
+    uint32_t crc;       /* ZSTD: CRC-32 (IEEE) of the stored bytes */
+    uint64_t reserved;  /* zero */
+};
+
+/* ---- records -------------------------------------------------------------
+ *
+ * A record is a tag byte, (tag >> 4) = type and (tag & 15) = kind, then
+ * varint fields in the order listed. "delta" fields are relative to the
+ * previous record of the same chunk that has the field (seq: seq_base,
+ * time: time_base, addr: 0 at chunk start); "zz" fields are zigzag-encoded
+ * signed deltas. A zero tag byte is invalid.
+ *
+ * ALLOC   seq delta, time delta, addr zz delta, size, stack id
+ * FREE    seq delta, time delta, addr zz delta
+ * MMAP    seq delta, time delta, addr, length, prot, flags, stack id
+ * MUNMAP  seq delta, time delta, addr, length
+ * STACK   stack id, frame count n (1..MT_MAX_FRAMES), then n instruction
+ *         pointers: the first absolute, the rest zz deltas from the
+ *         previous one. Frame 0 is the innermost caller of the allocator
+ *         (memtrace's own frames are already cut off). Every frame is a
+ *         return address: the call site is the instruction before it.
+ * MODULE  kind LOAD: load bias, segment count n, n pairs (start, end) of
+ *         mapped address ranges, build-id length + bytes, path length +
+ *         bytes. Kind UNLOAD: load bias.
+ * RSS     time delta, resident bytes (kind SAMPLE from /proc/self/statm,
+ *         kind HWM the kernel's high-water mark VmHWM).
+ * PROCESS pid, ppid, exe length + bytes, argv length + bytes (arguments
+ *         separated by NUL bytes).
+ * END     time delta, kind = how the process ended (enum mt_end_kind),
+ *         status (exit code).
+ * LOST    count of events not recorded (recorder stopped: disk full, ...).
+ */
+
+enum mt_rec_type {
+    MT_REC_ALLOC = 1,
+    MT_REC_FREE = 2,
+    MT_REC_MMAP = 3,
+    MT_REC_MUNMAP = 4,
+    MT_REC_STACK = 5,
+    MT_REC_MODULE = 6,
+    MT_REC_RSS = 7,
+    MT_REC_PROCESS = 8,
+    MT_REC_END = 9,
+    MT_REC_LOST = 10,
+};
+
+/* Kinds of ALLOC: the entry point that allocated. */
+enum mt_alloc_kind {
+    MT_ALLOC_MALLOC = 0,
+    MT_ALLOC_CALLOC = 1,
+    MT_ALLOC_REALLOC = 2, /* realloc/reallocarray: new block */
+    MT_ALLOC_POSIX_MEMALIGN = 3,
+    MT_ALLOC_ALIGNED_ALLOC = 4,
+    MT_ALLOC_MEMALIGN = 5,
+    MT_ALLOC_VALLOC = 6,
+    MT_ALLOC_PVALLOC = 7,
+    MT_ALLOC_REALLOCARRAY = 8,
+    MT_ALLOC_KIND_COUNT
+};
+
+/* Kinds of FREE. */
+enum mt_free_kind {
+    MT_FREE_FREE = 0,
+    MT_FREE_REALLOC = 1, /* the old block of a realloc (moved, shrunk, size 0) */
+};
+
+/* Kinds of MMAP and MUNMAP. */
+enum mt_map_kind {
+    MT_MAP_ANON = 0,        /* MMAP: anonymous mapping made by the program */
+    MT_MAP_FILE = 1,        /* MMAP: file-backed mapping */
+    MT_MAP_REMAP = 2,       /* MMAP: new range of an mremap; anonymous or
+                               file-backed as the range it came from was */
+    MT_UNMAP_MUNMAP = 0,    /* MUNMAP: munmap (may cover part of a mapping) */
+    MT_UNMAP_REMAP = 1,     /* MUNMAP: old range of an mremap */
+};
+
+enum mt_module_kind { MT_MODULE_LOAD = 0, MT_MODULE_UNLOAD = 1 };
+enum mt_rss_kind { MT_RSS_SAMPLE = 0, MT_RSS_HWM = 1 };
+
+enum mt_end_kind {
+    MT_END_EXIT = 0,  /* exit() or return from main: destructors ran */
+    MT_END_UNDERSCORE_EXIT = 1, /* _exit/_Exit called */
+};
+
+#define MT_MAX_FRAMES 128u
+#define MT_MAX_PATH 4096u
+#define MT_MAX_BUILD_ID 64u
+#define MT_MAX_SEGMENTS 16u
+#define MT_MAX_ARGV 65536u
+
+/* Longest encoding of any event record (ALLOC, FREE, MMAP, MUNMAP). */
+#define MT_MAX_EVENT_RECORD (1 + 7 * 10)
+
+static inline uint8_t mt_tag(unsigned type, unsigned kind)
+{
+    return (uint8_t)((type << 4) | (kind & 15u));
+}
+
+/* ---- varints ------------------------------------------------------------- */
+
+/* Writes v as LEB128 into p (room for 10 bytes); returns the new end. */
+static inline uint8_t *mt_put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+static inline uint64_t mt_zigzag(int64_t v)
+{
+    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static inline int64_t mt_unzigzag(uint64_t v)
+{
+    return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
+/* Reads one LEB128 varint from [*pp, end). Returns 0 and advances *pp, or
+ * -1 if the input ends inside the varint or it is longer than 10 bytes. */
+static inline int mt_get_varint(const uint8_t **pp, const uint8_t *end, uint64_t *ret)
+{
+    const uint8_t *p = *pp;
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 70; shift += 7) {
+        if (p >= end)
+            return -1;
+        uint8_t b = *p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *pp = p;
+            *ret = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+#endif /* MEMTRACE_FORMAT_H */

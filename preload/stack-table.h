@@ -1,0 +1,29 @@
+/* Native stacks: unwinding with libunwind and deduplication into ids.
+ *
+ * mti_stack_capture() unwinds the calling thread, cuts off memtrace's own
+ * frames, and returns the id of that exact frame list; the first time a
+ * list is seen it gets a new id and its STACK record is written to the
+ * calling thread's stream, so each distinct stack is written once.
+ *
+ * The table is open addressing over a large lazily-touched mapping. Lookups
+ * take no lock (slots are published with release stores); inserts take a
+ * spin lock. If it ever fills, new stacks still get fresh ids, only without
+ * deduplication. Thread safety: any thread, guard raised.
+ */
+#ifndef MEMTRACE_PRELOAD_STACK_TABLE_H
+#define MEMTRACE_PRELOAD_STACK_TABLE_H
+
+#include <stdint.h>
+
+/* Records the address range of memtrace's own code (frames inside it are
+ * cut off). Call once at initialisation. */
+void mti_stack_table_init(void);
+
+/* Returns the id of the caller's stack (0 when it cannot be unwound). */
+uint32_t mti_stack_capture(void);
+
+/* In a forked child: start an empty table (ids already written belong to
+ * the parent's file). */
+void mti_stack_table_reset(void);
+
+#endif
