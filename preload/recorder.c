@@ -12,6 +12,7 @@
  *   cannot be written, recording stops for good and one line says why.
  */
 #include "recorder.h"
+#include "clock.h"
 #include "log.h"
 #include "modules.h"
 #include "options.h"
@@ -106,13 +107,6 @@ static void sys_munmap(void *addr, size_t len)
     syscall(SYS_munmap, addr, len);
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 uint64_t mti_next_seq(void)
 {
     return atomic_fetch_add_explicit(&seq_line.seq, 1, memory_order_relaxed) + 1;
@@ -120,7 +114,7 @@ uint64_t mti_next_seq(void)
 
 uint64_t mti_now(void)
 {
-    uint64_t t = mono_ns();
+    uint64_t t = mti_clock_ns();
     return t > start_ns ? (t - start_ns) >> time_shift : 0;
 }
 
@@ -428,6 +422,7 @@ static void thread_exit(void *arg)
     th->guard++;
     if (th->gen == atomic_load(&gen))
         release_chunk(th, true);
+    mti_stack_thread_exit(th);
     th->key_set = false;
     th->guard--;
 }
@@ -442,6 +437,7 @@ static void sample_rss(uint64_t time)
     uint64_t next = time + (((uint64_t)mti_opt.rss_interval_ms * 1000000u) >> time_shift);
     if (!atomic_compare_exchange_strong(&next_rss, &due, next))
         return;
+    mti_clock_calibrate();
     char buf[128];
     ssize_t n = statm_fd >= 0 ? pread(statm_fd, buf, sizeof(buf) - 1, 0) : -1;
     if (n > 0) {
@@ -690,7 +686,7 @@ void mti_recorder_finish(unsigned end_kind, int status)
 
 static void start_clock(void)
 {
-    start_ns = mono_ns();
+    start_ns = mti_clock_gettime_ns();
     atomic_store(&next_rss, 0);
     if (statm_fd >= 0)
         close(statm_fd);
@@ -700,6 +696,7 @@ static void start_clock(void)
 int mti_recorder_init(void)
 {
     page_size = (uint32_t)sysconf(_SC_PAGESIZE);
+    mti_clock_init();
     time_shift = (unsigned)mti_opt.time_shift;
     pthread_key_create(&exit_key, thread_exit);
 

@@ -42,6 +42,7 @@ struct mti_thread {
     uint64_t last_seq;         /* delta bases, see the format header */
     uint64_t last_time;
     uint64_t last_addr;
+    struct mti_stack_cache *stack_cache; /* see stack-table.c, or NULL */
 };
 
 extern __thread struct mti_thread mti_self __attribute__((tls_model("initial-exec")));

@@ -72,6 +72,7 @@ void mti_stack_table_reset(void)
      * table that the parent's threads were writing is pointless here, and
      * it costs only address space. */
     slots = raw_map(sizeof(*slots) * TABLE_SIZE);
+    mti_stack_thread_exit(&mti_self); /* its ids were the parent's */
     n_entries = 0;
     arena = arena_end = NULL;
     atomic_store(&insert_lock, 0);
@@ -116,22 +117,149 @@ static struct entry *arena_alloc(unsigned n)
     return e;
 }
 
+/* ---- per-thread cache ------------------------------------------------- */
+
+#define CACHE_ENTRIES 32
+
+struct cache_entry {
+    uintptr_t ra, sp;   /* key: return address into the program, its SP */
+    uint32_t id;        /* 0: seen once, frames not cached yet */
+    uint32_t n;
+    uintptr_t ips[MT_MAX_FRAMES];
+    uintptr_t slots[MT_MAX_FRAMES]; /* where ips[i] was read; slots[0] = sp-8 */
+};
+
+struct mti_stack_cache {
+    struct cache_entry e[CACHE_ENTRIES];
+};
+
+static inline bool own_code(uintptr_t ip)
+{
+    return ip >= own_lo && ip < own_hi;
+}
+
+/* The return address into the program and the stack pointer it was called
+ * with, found by walking memtrace's own frame pointers (the library is
+ * built with them) until a return address leaves memtrace. */
+static inline bool call_site(uintptr_t *ret_ra, uintptr_t *ret_sp)
+{
+    uintptr_t *fp = __builtin_frame_address(0);
+    for (unsigned i = 0; i < OWN_FRAMES_MAX && fp; i++) {
+        uintptr_t ra = fp[1];
+        if (!own_code(ra)) {
+            *ret_ra = ra;
+            *ret_sp = (uintptr_t)(fp + 2);
+            return true;
+        }
+        uintptr_t *next = (uintptr_t *)fp[0];
+        if (next <= fp)
+            return false;
+        fp = next;
+    }
+    return false;
+}
+
+static inline struct cache_entry *cache_slot(struct mti_stack_cache *c, uintptr_t ra, uintptr_t sp)
+{
+    uint64_t h = (ra ^ (sp * 0x9e3779b97f4a7c15ull)) * 0xff51afd7ed558ccdull;
+    return &c->e[(h >> 40) % CACHE_ENTRIES];
+}
+
+/* Full unwind that also notes where each return address lives. Returns the
+ * number of program frames written to ips/slots. */
+static unsigned unwind_with_slots(uintptr_t *ips, uintptr_t *slot, unsigned max)
+{
+    unw_context_t ctx;
+    unw_cursor_t cur;
+    if (unw_getcontext(&ctx) < 0 || unw_init_local(&cur, &ctx) < 0)
+        return 0;
+    unsigned n = 0;
+    bool in_program = false;
+    while (n < max && unw_step(&cur) > 0) {
+        unw_word_t ip, sp;
+        if (unw_get_reg(&cur, UNW_REG_IP, &ip) < 0 || unw_get_reg(&cur, UNW_REG_SP, &sp) < 0 || !ip)
+            break;
+        if (!in_program && own_code(ip))
+            continue;
+        in_program = true;
+        ips[n] = ip;
+        slot[n] = sp - sizeof(uintptr_t);
+        n++;
+    }
+    return n;
+}
+
+void mti_stack_thread_exit(struct mti_thread *th)
+{
+    if (th->stack_cache) {
+        syscall(SYS_munmap, th->stack_cache, sizeof(struct mti_stack_cache));
+        th->stack_cache = NULL;
+    }
+}
+
+/* ---- capture ------------------------------------------------------------ */
+
+static uint32_t intern(const uintptr_t *ips, unsigned n);
+
 uint32_t mti_stack_capture(void)
 {
+    if (!slots)
+        return 0;
+    unsigned depth = (unsigned)mti_opt.stack_depth;
+    struct mti_thread *th = &mti_self;
+    uintptr_t ra = 0, sp = 0;
+    struct cache_entry *ce = NULL;
+    if (call_site(&ra, &sp)) {
+        if (!th->stack_cache)
+            th->stack_cache = raw_map(sizeof(struct mti_stack_cache));
+        if (th->stack_cache) {
+            ce = cache_slot(th->stack_cache, ra, sp);
+            if (ce->ra == ra && ce->sp == sp && ce->id) {
+                unsigned i = 1;
+                while (i < ce->n && *(const uintptr_t *)ce->slots[i] == ce->ips[i])
+                    i++;
+                if (i == ce->n)
+                    return ce->id;
+            }
+        }
+    }
+
     uintptr_t buf[MT_MAX_FRAMES + OWN_FRAMES_MAX];
-    int got = unw_backtrace((void **)buf, (int)mti_opt.stack_depth + OWN_FRAMES_MAX);
+    const uintptr_t *ips;
+    unsigned n;
+    if (ce && ce->ra == ra && ce->sp == sp) {
+        /* Second miss at this call site and depth: worth caching. */
+        n = unwind_with_slots(ce->ips, ce->slots, depth);
+        if (n && ce->ips[0] == ra && ce->slots[0] == sp - sizeof(uintptr_t)) {
+            ce->n = n;
+            ce->id = intern(ce->ips, n);
+            return ce->id;
+        }
+        ce->id = 0;
+        ips = ce->ips;
+        return n ? intern(ips, n) : 0;
+    }
+    int got = unw_backtrace((void **)buf, (int)depth + OWN_FRAMES_MAX);
     unsigned skip = 0;
-    while (skip < (unsigned)(got > 0 ? got : 0) && buf[skip] >= own_lo && buf[skip] < own_hi)
+    while (skip < (unsigned)(got > 0 ? got : 0) && own_code(buf[skip]))
         skip++;
     if (got <= 0 || (unsigned)got <= skip)
         return 0;
-    unsigned n = (unsigned)got - skip;
-    if (n > (unsigned)mti_opt.stack_depth)
-        n = (unsigned)mti_opt.stack_depth;
-    const uintptr_t *ips = buf + skip;
-    if (!slots)
-        return 0;
+    n = (unsigned)got - skip;
+    if (n > depth)
+        n = depth;
+    ips = buf + skip;
+    if (ce) {
+        ce->ra = ra;
+        ce->sp = sp;
+        ce->id = 0;
+    }
+    return intern(ips, n);
+}
 
+/* Returns the id of the frame list, writing its STACK record if new. */
+static uint32_t intern(const uintptr_t *ips, unsigned n)
+{
     uint64_t h = hash_ips(ips, n);
     uint32_t slot;
     struct entry *e = lookup(h, ips, n, &slot);

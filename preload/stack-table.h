@@ -9,6 +9,16 @@
  * take no lock (slots are published with release stores); inserts take a
  * spin lock. If it ever fills, new stacks still get fresh ids, only without
  * deduplication. Thread safety: any thread, guard raised.
+ *
+ * In front of the unwinder sits a small per-thread cache keyed by the
+ * return address into the program and the stack pointer at the call. An
+ * entry keeps, for each frame, the stack slot its return address was read
+ * from; a hit re-reads those slots and must find the same addresses, so it
+ * returns exactly the stack a full unwind would, for the price of a few
+ * loads. A key is cached only the second time it misses, so one-off stacks
+ * pay for the fast unw_backtrace() alone. The slots checked always lie in
+ * the calling thread's live stack between the call site and the outermost
+ * frame seen at that depth before.
  */
 #ifndef MEMTRACE_PRELOAD_STACK_TABLE_H
 #define MEMTRACE_PRELOAD_STACK_TABLE_H
@@ -21,6 +31,10 @@ void mti_stack_table_init(void);
 
 /* Returns the id of the caller's stack (0 when it cannot be unwound). */
 uint32_t mti_stack_capture(void);
+
+struct mti_thread;
+/* Frees the calling thread's cache (thread exit). */
+void mti_stack_thread_exit(struct mti_thread *th);
 
 /* In a forked child: start an empty table (ids already written belong to
  * the parent's file). */
