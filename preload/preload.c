@@ -15,6 +15,9 @@
  * writing, initialising), so allocations made by libunwind, stdio or libc on
  * memtrace's behalf go straight through, unrecorded.
  */
+/* Both mmap and mmap64 are defined here; with 64-bit file offsets forced
+ * (meson does), the headers would rename one onto the other. */
+#undef _FILE_OFFSET_BITS
 #include "log.h"
 #include "options.h"
 #include "recorder.h"

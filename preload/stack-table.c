@@ -63,6 +63,7 @@ void mti_stack_table_init(void)
 {
     dl_iterate_phdr(find_own, (void *)(uintptr_t)&mti_stack_capture);
     unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+    unw_set_cache_size(unw_local_addr_space, 1u << 14, 0);
     mti_stack_table_reset();
 }
 
@@ -123,7 +124,8 @@ static struct entry *arena_alloc(unsigned n)
 
 struct cache_entry {
     uintptr_t ra, sp;   /* key: return address into the program, its SP */
-    uint32_t id;        /* 0: seen once, frames not cached yet */
+    uint32_t id;        /* 0: frames not cached (yet) */
+    uint32_t last_id;   /* stack id of the last miss at this key */
     uint32_t n;
     uintptr_t ips[MT_MAX_FRAMES];
     uintptr_t slots[MT_MAX_FRAMES]; /* where ips[i] was read; slots[0] = sp-8 */
@@ -225,36 +227,37 @@ uint32_t mti_stack_capture(void)
     }
 
     uintptr_t buf[MT_MAX_FRAMES + OWN_FRAMES_MAX];
-    const uintptr_t *ips;
-    unsigned n;
-    if (ce && ce->ra == ra && ce->sp == sp) {
-        /* Second miss at this call site and depth: worth caching. */
-        n = unwind_with_slots(ce->ips, ce->slots, depth);
-        if (n && ce->ips[0] == ra && ce->slots[0] == sp - sizeof(uintptr_t)) {
-            ce->n = n;
-            ce->id = intern(ce->ips, n);
-            return ce->id;
-        }
-        ce->id = 0;
-        ips = ce->ips;
-        return n ? intern(ips, n) : 0;
-    }
     int got = unw_backtrace((void **)buf, (int)depth + OWN_FRAMES_MAX);
     unsigned skip = 0;
     while (skip < (unsigned)(got > 0 ? got : 0) && own_code(buf[skip]))
         skip++;
     if (got <= 0 || (unsigned)got <= skip)
         return 0;
-    n = (unsigned)got - skip;
+    unsigned n = (unsigned)got - skip;
     if (n > depth)
         n = depth;
-    ips = buf + skip;
-    if (ce) {
+    uint32_t id = intern(buf + skip, n);
+    if (!ce)
+        return id;
+    if (ce->ra != ra || ce->sp != sp) {
         ce->ra = ra;
         ce->sp = sp;
         ce->id = 0;
+        ce->last_id = id;
+        return id;
     }
-    return intern(ips, n);
+    /* The same stack twice in a row at this call site and depth: a loop.
+     * Only now pay for the slower unwind that notes the slots. */
+    if (id == ce->last_id) {
+        unsigned m = unwind_with_slots(ce->ips, ce->slots, depth);
+        if (m == n && !memcmp(ce->ips, buf + skip, n * sizeof(uintptr_t)) &&
+            ce->slots[0] == sp - sizeof(uintptr_t)) {
+            ce->n = n;
+            ce->id = id;
+        }
+    }
+    ce->last_id = id;
+    return id;
 }
 
 /* Returns the id of the frame list, writing its STACK record if new. */

@@ -15,8 +15,8 @@
  * entry keeps, for each frame, the stack slot its return address was read
  * from; a hit re-reads those slots and must find the same addresses, so it
  * returns exactly the stack a full unwind would, for the price of a few
- * loads. A key is cached only the second time it misses, so one-off stacks
- * pay for the fast unw_backtrace() alone. The slots checked always lie in
+ * loads. A key is cached only when two misses in a row at it unwound to the
+ * same stack (a loop), so varied stacks pay for unw_backtrace() alone. The slots checked always lie in
  * the calling thread's live stack between the call site and the outermost
  * frame seen at that depth before.
  */

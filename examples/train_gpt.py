@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Small GPT-style decoder-only transformer trainer in plain PyTorch.
+
+A deterministic workload for memtrace: it trains a tiny language model on
+synthetic data for a handful of steps and prints the loss of each step.
+Works with PyTorch 1.13 and 2.x, on the CPU by default (``--device cuda``
+optional).  Uses nothing outside PyTorch and the standard library.
+
+Output (one line each):
+    step N loss X.XXXXXX        for N = 1..steps (deterministic given
+                                --seed and --threads on the same machine)
+    params N param_bytes B      parameter count and their total size
+    time_per_step_ms X          median over the steps after the first
+    startup_s X                 from the start of this script (before
+                                importing torch) to the first step
+"""
+
+import time
+
+_T_IMPORT = time.perf_counter()
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model, heads, seq):
+        super().__init__()
+        assert d_model % heads == 0
+        self.heads = heads
+        self.head_dim = d_model // heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        mask = torch.tril(torch.ones(seq, seq, dtype=torch.bool))
+        self.register_buffer("mask", mask.view(1, 1, seq, seq), persistent=False)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).split(c, dim=2)
+        # (b, heads, t, head_dim)
+        q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        att = att.masked_fill(~self.mask[:, :, :t, :t], float("-inf"))
+        att = F.softmax(att, dim=-1)
+        y = att @ v
+        y = y.transpose(1, 2).contiguous().view(b, t, c)
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, 4 * d_model)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(4 * d_model, d_model)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model, heads, seq):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, heads, seq)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = MLP(d_model)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        x = x + self.mlp(self.ln2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab, seq, layers, d_model, heads):
+        super().__init__()
+        self.seq = seq
+        self.tok_emb = nn.Embedding(vocab, d_model)
+        self.pos_emb = nn.Embedding(seq, d_model)
+        self.blocks = nn.ModuleList([Block(d_model, heads, seq) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab, bias=False)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, idx):
+        b, t = idx.shape
+        pos = torch.arange(t, device=idx.device)
+        x = self.tok_emb(idx) + self.pos_emb(pos)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+
+def make_batch(gen, batch, seq, vocab, device):
+    """Arithmetic sequences mod vocab: random start, stride in 1..3.
+
+    The next token is predictable from the previous two, so the loss falls
+    quickly from ln(vocab); the data are fully determined by the generator.
+    """
+    start = torch.randint(0, vocab, (batch, 1), generator=gen)
+    stride = torch.randint(1, 4, (batch, 1), generator=gen)
+    steps = torch.arange(seq + 1).view(1, seq + 1)
+    tokens = (start + stride * steps) % vocab
+    x = tokens[:, :-1].contiguous().to(device)
+    y = tokens[:, 1:].contiguous().to(device)
+    return x, y
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Train a tiny GPT on synthetic data.")
+    p.add_argument("--steps", type=int, default=20, help="training steps (default 20)")
+    p.add_argument("--layers", type=int, default=4, help="transformer blocks (default 4)")
+    p.add_argument("--d-model", type=int, default=64, help="model width (default 64)")
+    p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
+    p.add_argument("--seq", type=int, default=64, help="sequence length (default 64)")
+    p.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
+    p.add_argument("--vocab", type=int, default=256, help="vocabulary size (default 256)")
+    p.add_argument("--lr", type=float, default=5e-3, help="AdamW learning rate (default 5e-3)")
+    p.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch.set_num_threads value (default 2; 0 keeps torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    a = p.parse_args(argv)
+    for name in ("steps", "layers", "d_model", "heads", "seq", "batch", "vocab"):
+        if getattr(a, name) < 1:
+            p.error("--%s must be at least 1" % name.replace("_", "-"))
+    if a.d_model % a.heads != 0:
+        p.error("--d-model must be a multiple of --heads")
+    if a.threads < 0:
+        p.error("--threads must be 0 or more")
+    return a
+
+
+def main(argv=None):
+    a = parse_args(sys.argv[1:] if argv is None else argv)
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("train_gpt.py: CUDA is not available", file=sys.stderr)
+        return 2
+
+    torch.manual_seed(a.seed)
+    model = GPT(a.vocab, a.seq, a.layers, a.d_model, a.heads).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
+    gen = torch.Generator()
+    gen.manual_seed(a.seed)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    model.train()
+    step_ms = []
+    startup_s = None
+    for step in range(1, a.steps + 1):
+        t0 = time.perf_counter()
+        if startup_s is None:
+            startup_s = t0 - _T_IMPORT
+        x, y = make_batch(gen, a.batch, a.seq, a.vocab, device)
+        logits = model(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        sync()
+        step_ms.append((time.perf_counter() - t0) * 1000.0)
+        print("step %d loss %.6f" % (step, value), flush=True)
+
+    params = sum(p.numel() for p in model.parameters())
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    later = step_ms[1:] if len(step_ms) > 1 else step_ms
+    print("params %d param_bytes %d" % (params, param_bytes))
+    print("time_per_step_ms %.3f" % statistics.median(later))
+    print("startup_s %.3f" % startup_s)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
