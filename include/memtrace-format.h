@@ -30,10 +30,12 @@
  * are not events (stacks, modules, RSS samples) carry no seq and sort just
  * after the event before them in the same stream (or at `seq_base`).
  *
- * Stack ids are global: a record may name a stack whose STACK record is in
- * another thread's stream and comes later in merged order. Readers resolve
- * stack ids after the pass (the definition is always somewhere in a whole
- * trace).
+ * Stacks form one call tree per trace, written node by node, each node
+ * once: a new stack costs only the frames no earlier stack had. Node ids
+ * are global: a record may name a node (as its stack or parent) whose
+ * STACK record is in another thread's stream and comes later in merged
+ * order. Readers resolve stacks after the pass (in a whole trace every
+ * node is defined somewhere).
  *
  * Version bump rule: MT_FORMAT_VERSION goes up whenever a reader of the
  * previous version would misread a file: a changed struct or field, a new
@@ -113,11 +115,16 @@ struct mt_chunk_hdr {
  * FREE    seq delta, time delta, addr zz delta
  * MMAP    seq delta, time delta, addr, length, prot, flags, stack id
  * MUNMAP  seq delta, time delta, addr, length
- * STACK   stack id, frame count n (1..MT_MAX_FRAMES), then n instruction
- *         pointers: the first absolute, the rest zz deltas from the
- *         previous one. Frame 0 is the innermost caller of the allocator
- *         (memtrace's own frames are already cut off). Every frame is a
- *         return address: the call site is the instruction before it.
+ * STACK   one node of the call tree: node id, id - parent id (the parent
+ *         is 0, the root, or a node with a smaller id), instruction
+ *         pointer as a zz delta from the previous STACK record's pointer
+ *         in the chunk (0 at chunk start). An event's stack id names a
+ *         node; its frames are the pointers on the path from that node up
+ *         to the root: frame 0 (the node itself) is the innermost caller of
+ *         the allocator (memtrace's own frames are already cut off), the
+ *         last is the outermost. Every frame is a return address: the call
+ *         site is the instruction before it. Stack id 0: no stack. A path
+ *         has at most MT_MAX_FRAMES nodes.
  * MODULE  kind LOAD: load bias, segment count n, n pairs (start, end) of
  *         mapped address ranges, build-id length + bytes, path length +
  *         bytes. Kind UNLOAD: load bias.

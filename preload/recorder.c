@@ -380,6 +380,7 @@ static bool new_chunk(struct mti_thread *th, size_t need)
     th->pos = th->payload;
     th->end = (uint8_t *)map + size;
     th->last_addr = 0;
+    th->last_ip = 0;
     return true;
 }
 
@@ -529,22 +530,17 @@ void mti_emit_munmap(unsigned kind, uint64_t seq, uint64_t time, uintptr_t addr,
     commit(th, p);
 }
 
-void mti_emit_stack(uint32_t id, unsigned n, const uintptr_t *ips)
+void mti_emit_stack(uint32_t id, uint32_t parent, uintptr_t ip)
 {
     struct mti_thread *th = &mti_self;
-    if (n > MT_MAX_FRAMES)
-        n = MT_MAX_FRAMES;
-    uint8_t *p = reserve(th, 1 + 5 + 2 + (size_t)n * 10);
+    uint8_t *p = reserve(th, 1 + 3 * 10);
     if (!p)
         return;
     *p++ = mt_tag(MT_REC_STACK, 0);
     p = mt_put_varint(p, id);
-    p = mt_put_varint(p, n);
-    uintptr_t prev = 0;
-    for (unsigned i = 0; i < n; i++) {
-        p = mt_put_varint(p, i ? mt_zigzag((int64_t)(ips[i] - prev)) : ips[i]);
-        prev = ips[i];
-    }
+    p = mt_put_varint(p, id - parent);
+    p = mt_put_varint(p, mt_zigzag((int64_t)(ip - th->last_ip)));
+    th->last_ip = ip;
     commit(th, p);
 }
 

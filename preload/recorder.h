@@ -42,6 +42,7 @@ struct mti_thread {
     uint64_t last_seq;         /* delta bases, see the format header */
     uint64_t last_time;
     uint64_t last_addr;
+    uint64_t last_ip;
     struct mti_stack_cache *stack_cache; /* see stack-table.c, or NULL */
 };
 
@@ -73,7 +74,7 @@ void mti_emit_free(unsigned kind, uint64_t seq, uint64_t time, uintptr_t addr);
 void mti_emit_mmap(unsigned kind, uint64_t seq, uint64_t time, uintptr_t addr, uint64_t len, int prot,
                    int flags, uint32_t stack);
 void mti_emit_munmap(unsigned kind, uint64_t seq, uint64_t time, uintptr_t addr, uint64_t len);
-void mti_emit_stack(uint32_t id, unsigned n, const uintptr_t *ips);
+void mti_emit_stack(uint32_t id, uint32_t parent, uintptr_t ip);
 void mti_emit_module_load(uintptr_t bias, unsigned nseg, const uintptr_t (*seg)[2], const uint8_t *build_id,
                           unsigned build_id_len, const char *path);
 void mti_emit_module_unload(uintptr_t bias);

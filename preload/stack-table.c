@@ -15,24 +15,30 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define TABLE_BITS 22
-#define TABLE_SIZE (1u << TABLE_BITS)
-#define TABLE_LIMIT (TABLE_SIZE / 4 * 3)
-#define ARENA_BLOCK (4u << 20)
+#define TABLE_MIN_BITS 16
 #define OWN_FRAMES_MAX 8
 
-struct entry {
-    uint64_t hash;
-    uint32_t id;
-    uint32_t n;
-    uintptr_t ips[];
+/* An id table maps a key (a, b) to an id: call-tree nodes are keyed by
+ * (parent id, instruction pointer), whole stacks by (depth, 64-bit hash
+ * of the frames). A slot is published by its id (release store), written
+ * last; readers take no lock, writers hold insert_lock. Tables double at
+ * half load; an outgrown table stays mapped, since a reader may still be
+ * probing it (it finds nothing newer there and retries under the lock). */
+struct id_slot {
+    _Atomic uint32_t id;
+    uint32_t a;
+    uint64_t b;
 };
 
-static _Atomic(struct entry *) *slots;
-static unsigned n_entries;
+struct id_table {
+    uint32_t mask;
+    uint32_t count;
+    struct id_slot s[];
+};
+
+static _Atomic(struct id_table *) nodes, stacks;
 static mti_lock_t insert_lock;
-static uint8_t *arena, *arena_end;
-static atomic_uint next_id = 1;
+static uint32_t next_id = 1; /* guarded by insert_lock */
 static uintptr_t own_lo, own_hi;
 
 static void *raw_map(size_t len)
@@ -40,6 +46,78 @@ static void *raw_map(size_t len)
     long r = syscall(SYS_mmap, NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                      -1, 0);
     return (r < 0 && r > -4096) ? NULL : (void *)r;
+}
+
+static inline uint64_t mix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+static struct id_table *table_new(unsigned bits)
+{
+    struct id_table *t = raw_map(sizeof(struct id_table) + (sizeof(struct id_slot) << bits));
+    if (t)
+        t->mask = (1u << bits) - 1;
+    return t;
+}
+
+static uint32_t table_find(const struct id_table *t, uint32_t a, uint64_t b)
+{
+    if (!t)
+        return 0;
+    for (uint32_t i = (uint32_t)mix(b ^ ((uint64_t)a << 40)) & t->mask;; i = (i + 1) & t->mask) {
+        const struct id_slot *sl = &t->s[i];
+        uint32_t id = atomic_load_explicit(&sl->id, memory_order_acquire);
+        if (!id)
+            return 0;
+        if (sl->a == a && sl->b == b)
+            return id;
+    }
+}
+
+static void table_put(struct id_table *t, uint32_t a, uint64_t b, uint32_t id)
+{
+    for (uint32_t i = (uint32_t)mix(b ^ ((uint64_t)a << 40)) & t->mask;; i = (i + 1) & t->mask) {
+        struct id_slot *sl = &t->s[i];
+        if (!atomic_load_explicit(&sl->id, memory_order_relaxed)) {
+            sl->a = a;
+            sl->b = b;
+            atomic_store_explicit(&sl->id, id, memory_order_release);
+            t->count++;
+            return;
+        }
+    }
+}
+
+/* With insert_lock held. Returns false when memory ran out (the caller
+ * then gives up deduplication for this stack, not correctness). */
+static bool table_insert(_Atomic(struct id_table *) *tp, uint32_t a, uint64_t b, uint32_t id)
+{
+    struct id_table *t = atomic_load_explicit(tp, memory_order_relaxed);
+    if (!t)
+        return false;
+    if ((t->count + 1) * 2 > t->mask) {
+        unsigned bits = 0;
+        while ((1u << bits) <= t->mask)
+            bits++;
+        struct id_table *g = table_new(bits + 1);
+        if (!g)
+            return false;
+        for (uint32_t i = 0; i <= t->mask; i++) {
+            uint32_t sid = atomic_load_explicit(&t->s[i].id, memory_order_relaxed);
+            if (sid)
+                table_put(g, t->s[i].a, t->s[i].b, sid);
+        }
+        atomic_store_explicit(tp, g, memory_order_release);
+        t = g;
+    }
+    table_put(t, a, b, id);
+    return true;
 }
 
 static int find_own(struct dl_phdr_info *info, size_t size, void *arg)
@@ -69,53 +147,20 @@ void mti_stack_table_init(void)
 
 void mti_stack_table_reset(void)
 {
-    /* The old table (if any) stays mapped in a forked child: unmapping a
-     * table that the parent's threads were writing is pointless here, and
-     * it costs only address space. */
-    slots = raw_map(sizeof(*slots) * TABLE_SIZE);
-    mti_stack_thread_exit(&mti_self); /* its ids were the parent's */
-    n_entries = 0;
-    arena = arena_end = NULL;
+    /* In a forked child the old tables stay mapped: they cost address
+     * space only, and ids in them belong to the parent's file. */
+    atomic_store(&nodes, table_new(TABLE_MIN_BITS));
+    atomic_store(&stacks, table_new(TABLE_MIN_BITS));
     atomic_store(&insert_lock, 0);
+    mti_stack_thread_exit(&mti_self);
 }
 
 static uint64_t hash_ips(const uintptr_t *ips, unsigned n)
 {
     uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
-    for (unsigned i = 0; i < n; i++) {
-        h ^= ips[i];
-        h *= 0xff51afd7ed558ccdull;
-        h ^= h >> 32;
-    }
-    return h | 1;
-}
-
-static struct entry *lookup(uint64_t h, const uintptr_t *ips, unsigned n, uint32_t *ret_slot)
-{
-    uint32_t mask = TABLE_SIZE - 1;
-    for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
-        struct entry *e = atomic_load_explicit(&slots[i], memory_order_acquire);
-        if (!e) {
-            *ret_slot = i;
-            return NULL;
-        }
-        if (e->hash == h && e->n == n && !memcmp(e->ips, ips, n * sizeof(*ips)))
-            return e;
-    }
-}
-
-static struct entry *arena_alloc(unsigned n)
-{
-    size_t need = (sizeof(struct entry) + n * sizeof(uintptr_t) + 15) & ~(size_t)15;
-    if (!arena || arena + need > arena_end) {
-        arena = raw_map(ARENA_BLOCK);
-        if (!arena)
-            return NULL;
-        arena_end = arena + ARENA_BLOCK;
-    }
-    struct entry *e = (struct entry *)arena;
-    arena += need;
-    return e;
+    for (unsigned i = 0; i < n; i++)
+        h = mix(h ^ ips[i]) + i;
+    return h;
 }
 
 /* ---- per-thread cache ------------------------------------------------- */
@@ -133,6 +178,12 @@ struct cache_entry {
 
 struct mti_stack_cache {
     struct cache_entry e[CACHE_ENTRIES];
+    /* The thread's previous new-to-the-cache stack, outermost frame first,
+     * with the call-tree node of each frame: the next stack usually shares
+     * its outer part, which then needs no table lookups. */
+    unsigned prev_n;
+    uintptr_t prev_ips[MT_MAX_FRAMES];
+    uint32_t prev_nodes[MT_MAX_FRAMES];
 };
 
 static inline bool own_code(uintptr_t ip)
@@ -201,12 +252,10 @@ void mti_stack_thread_exit(struct mti_thread *th)
 
 /* ---- capture ------------------------------------------------------------ */
 
-static uint32_t intern(const uintptr_t *ips, unsigned n);
+static uint32_t intern(struct mti_stack_cache *c, const uintptr_t *ips, unsigned n);
 
 uint32_t mti_stack_capture(void)
 {
-    if (!slots)
-        return 0;
     unsigned depth = (unsigned)mti_opt.stack_depth;
     struct mti_thread *th = &mti_self;
     uintptr_t ra = 0, sp = 0;
@@ -236,7 +285,7 @@ uint32_t mti_stack_capture(void)
     unsigned n = (unsigned)got - skip;
     if (n > depth)
         n = depth;
-    uint32_t id = intern(buf + skip, n);
+    uint32_t id = intern(th->stack_cache, buf + skip, n);
     if (!ce)
         return id;
     if (ce->ra != ra || ce->sp != sp) {
@@ -260,38 +309,68 @@ uint32_t mti_stack_capture(void)
     return id;
 }
 
-/* Returns the id of the frame list, writing its STACK record if new. */
-static uint32_t intern(const uintptr_t *ips, unsigned n)
+/* Returns the node id of the frame list, writing STACK records for the
+ * nodes that are new. Whole stacks are found by a 64-bit hash of their
+ * frames and their depth (two different stacks would have to collide in
+ * both to be confused; with a million stacks the odds are about 1e-8). */
+static uint32_t intern(struct mti_stack_cache *c, const uintptr_t *ips, unsigned n)
 {
     uint64_t h = hash_ips(ips, n);
-    uint32_t slot;
-    struct entry *e = lookup(h, ips, n, &slot);
-    if (e)
-        return e->id;
+    uint32_t id = table_find(atomic_load_explicit(&stacks, memory_order_acquire), n, h);
+    if (id)
+        return id;
 
-    /* A new stack: make sure its code is in the module map first. */
-    mti_modules_check(ips, n);
-
-    uint32_t id;
-    mti_lock(&insert_lock);
-    e = lookup(h, ips, n, &slot);
-    if (e) {
-        mti_unlock(&insert_lock);
-        return e->id;
-    }
-    id = atomic_fetch_add(&next_id, 1);
-    if (n_entries < TABLE_LIMIT) {
-        struct entry *ne = arena_alloc(n);
-        if (ne) {
-            ne->hash = h;
-            ne->id = id;
-            ne->n = n;
-            memcpy(ne->ips, ips, n * sizeof(*ips));
-            atomic_store_explicit(&slots[slot], ne, memory_order_release);
-            n_entries++;
+    /* Walk the call tree from the outermost frame: first along the part
+     * shared with this thread's previous stack, then through the table;
+     * only the part of the path that does not exist yet needs the lock. */
+    uint32_t parent = 0;
+    uint32_t path[MT_MAX_FRAMES]; /* node of frame n-1-k at k */
+    int i = (int)n - 1;
+    if (c) {
+        while ((unsigned)(n - 1 - i) < c->prev_n && i >= 0 && c->prev_ips[n - 1 - i] == ips[i]) {
+            parent = path[n - 1 - i] = c->prev_nodes[n - 1 - i];
+            i--;
         }
     }
+    for (; i >= 0; i--) {
+        uint32_t found = table_find(atomic_load_explicit(&nodes, memory_order_acquire), parent, ips[i]);
+        if (!found)
+            break;
+        parent = path[n - 1 - i] = found;
+    }
+    /* Frames new to the tree: make sure their code is in the module map
+     * before their STACK records are written. */
+    if (i >= 0)
+        mti_modules_check(ips, (unsigned)i + 1);
+    struct {
+        uint32_t id, parent;
+        uintptr_t ip;
+    } fresh[MT_MAX_FRAMES];
+    unsigned n_fresh = 0;
+    mti_lock(&insert_lock);
+    for (; i >= 0; i--) {
+        uint32_t node = table_find(atomic_load_explicit(&nodes, memory_order_relaxed), parent, ips[i]);
+        if (!node) {
+            node = next_id++;
+            table_insert(&nodes, parent, ips[i], node);
+            fresh[n_fresh].id = node;
+            fresh[n_fresh].parent = parent;
+            fresh[n_fresh].ip = ips[i];
+            n_fresh++;
+        }
+        parent = path[n - 1 - i] = node;
+    }
+    if (!table_find(atomic_load_explicit(&stacks, memory_order_relaxed), n, h))
+        table_insert(&stacks, n, h, parent);
     mti_unlock(&insert_lock);
-    mti_emit_stack(id, n, ips);
-    return id;
+    for (unsigned k = 0; k < n_fresh; k++)
+        mti_emit_stack(fresh[k].id, fresh[k].parent, fresh[k].ip);
+    if (c) {
+        for (unsigned k = 0; k < n; k++) {
+            c->prev_ips[k] = ips[n - 1 - k];
+            c->prev_nodes[k] = path[k];
+        }
+        c->prev_n = n;
+    }
+    return parent;
 }
