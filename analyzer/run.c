@@ -226,7 +226,7 @@ int mt_run_main(int argc, char **argv)
             snprintf(buf, sizeof(buf), "%s", lib);
         setenv("LD_PRELOAD", buf, 1);
         if (!out_abs[0]) {
-            char cwd[PATH_MAX];
+            char cwd[PATH_MAX - 32];
             if (!getcwd(cwd, sizeof(cwd)))
                 _exit(127);
             snprintf(out_abs, sizeof(out_abs), "%s/memtrace.%u.bin", cwd, (unsigned)getpid());
@@ -255,7 +255,7 @@ int mt_run_main(int argc, char **argv)
         }
     }
     if (!out_abs[0]) {
-        char cwd[PATH_MAX];
+        char cwd[PATH_MAX - 32];
         if (getcwd(cwd, sizeof(cwd)))
             snprintf(out_abs, sizeof(out_abs), "%s/memtrace.%u.bin", cwd, (unsigned)pid);
     }

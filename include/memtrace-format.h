@@ -30,6 +30,14 @@
  * are not events (stacks, modules, RSS samples) carry no seq and sort just
  * after the event before them in the same stream (or at `seq_base`).
  *
+ * Rules a reader may rely on: within a chunk, every event's seq is greater
+ * than the chunk's seq_base (seq_base is the thread's last seq before the
+ * chunk, seqs start at 1). Seqs within a chunk normally increase, but a
+ * signal handler that allocates between its thread taking a seq and writing
+ * the record makes a later record carry a smaller one: seq deltas are added
+ * modulo 2^64. An mremap is written by one thread as a MUNMAP (kind REMAP)
+ * of the old range followed by an MMAP (kind REMAP) of the new one.
+ *
  * Stacks form one call tree per trace, written node by node, each node
  * once: a new stack costs only the frames no earlier stack had. Node ids
  * are global: a record may name a node (as its stack or parent) whose
@@ -109,7 +117,9 @@ struct mt_chunk_hdr {
  * varint fields in the order listed. "delta" fields are relative to the
  * previous record of the same chunk that has the field (seq: seq_base,
  * time: time_base, addr: 0 at chunk start); "zz" fields are zigzag-encoded
- * signed deltas. A zero tag byte is invalid.
+ * signed deltas. The address chain is shared by ALLOC and FREE only (MMAP
+ * and MUNMAP write absolute addresses and leave it alone); the ip chain
+ * belongs to STACK. A zero tag byte is invalid.
  *
  * ALLOC   seq delta, time delta, addr zz delta, size, stack id
  * FREE    seq delta, time delta, addr zz delta
@@ -123,8 +133,9 @@ struct mt_chunk_hdr {
  *         to the root: frame 0 (the node itself) is the innermost caller of
  *         the allocator (memtrace's own frames are already cut off), the
  *         last is the outermost. Every frame is a return address: the call
- *         site is the instruction before it. Stack id 0: no stack. A path
- *         has at most MT_MAX_FRAMES nodes.
+ *         site is the instruction before it. Stack id 0: no stack. The
+ *         recorder writes paths of at most MT_MAX_FRAMES nodes; readers
+ *         that walk a path stop there (a corrupted tree may have cycles).
  * MODULE  kind LOAD: load bias, segment count n, n pairs (start, end) of
  *         mapped address ranges, build-id length + bytes, path length +
  *         bytes. Kind UNLOAD: load bias.

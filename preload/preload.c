@@ -42,7 +42,6 @@ static struct {
     void (*free)(void *);
     void *(*calloc)(size_t, size_t);
     void *(*realloc)(void *, size_t);
-    void *(*reallocarray)(void *, size_t, size_t);
     int (*posix_memalign)(void **, size_t, size_t);
     void *(*aligned_alloc)(size_t, size_t);
     void *(*memalign)(size_t, size_t);
@@ -112,7 +111,6 @@ static void init(void)
     real.free = next_sym("free");
     real.calloc = next_sym("calloc");
     real.realloc = next_sym("realloc");
-    real.reallocarray = next_sym("reallocarray");
     real.posix_memalign = next_sym("posix_memalign");
     real.aligned_alloc = next_sym("aligned_alloc");
     real.memalign = next_sym("memalign");
@@ -238,15 +236,14 @@ MT_EXPORT void *calloc(size_t n, size_t size)
 /* realloc and reallocarray: the old block is released (numbered before the
  * call) and the new one allocated (numbered after). A failed call changes
  * nothing; a zero size frees (glibc returns NULL then). */
-static void *do_realloc(unsigned kind, void *old, size_t size, void *(*fn)(void *, size_t, size_t),
-                        size_t n, size_t m)
+static void *do_realloc(unsigned kind, void *old, size_t size)
 {
     if (!mti_recording())
-        return fn ? fn(old, n, m) : real.realloc(old, size);
+        return real.realloc(old, size);
     mti_self.guard++;
     uint64_t seq_free = mti_next_seq();
     uint64_t t_free = mti_now();
-    void *p = fn ? fn(old, n, m) : real.realloc(old, size);
+    void *p = real.realloc(old, size);
     if (p || size == 0) {
         mti_emit_free(MT_FREE_REALLOC, seq_free, t_free, (uintptr_t)old);
         if (p) {
@@ -281,7 +278,7 @@ MT_EXPORT void *realloc(void *old, size_t size)
             record_alloc(MT_ALLOC_REALLOC, p, size);
         return p;
     }
-    return do_realloc(MT_ALLOC_REALLOC, old, size, NULL, 0, 0);
+    return do_realloc(MT_ALLOC_REALLOC, old, size);
 }
 
 MT_EXPORT void *reallocarray(void *old, size_t n, size_t m)
@@ -294,15 +291,15 @@ MT_EXPORT void *reallocarray(void *old, size_t n, size_t m)
     if (is_boot(old))
         return realloc(old, size);
     ensure_init();
-    if (!real.reallocarray)
-        return realloc(old, size);
+    /* glibc's reallocarray calls realloc: go to realloc directly, so that
+     * one call is recorded once. */
     if (!old) {
-        void *p = real.reallocarray(NULL, n, m);
+        void *p = real.realloc(NULL, size);
         if (p && mti_recording())
             record_alloc(MT_ALLOC_REALLOCARRAY, p, size);
         return p;
     }
-    return do_realloc(MT_ALLOC_REALLOCARRAY, old, size, real.reallocarray, n, m);
+    return do_realloc(MT_ALLOC_REALLOCARRAY, old, size);
 }
 
 MT_EXPORT int posix_memalign(void **ret, size_t align, size_t size)

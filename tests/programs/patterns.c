@@ -9,7 +9,9 @@
  * is written to, and pointers escape through `sink`, so the compiler cannot
  * drop an allocation.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>

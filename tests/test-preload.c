@@ -1,0 +1,412 @@
+/* Tests of libmemtrace.so against programs whose allocations are known.
+ *
+ * Each test runs tests/programs/patterns.c (one scenario per test) with the
+ * library preloaded, then reads the trace back with the reader and the
+ * report code and compares with figures the scenario's own code implies.
+ * Sizes are multiples of 4096 plus a tag (see patterns.c) so a scenario's
+ * events can be picked out exactly even where the C library allocates for
+ * itself (thread creation). Paths come from the environment that
+ * tests/meson.build sets: MEMTRACE_TEST_LIB, MEMTRACE_TEST_PATTERNS,
+ * MEMTRACE_TEST_MEMTRACE.
+ */
+#include <criterion/criterion.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "reader.h"
+#include "report.h"
+
+#define U 4096u
+
+static char tmpdir[256];
+
+static void make_tmpdir(void)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/memtrace-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+}
+
+static void remove_tmpdir(void)
+{
+    DIR *d = opendir(tmpdir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", tmpdir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(tmpdir);
+}
+
+TestSuite(preload, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120);
+
+static const char *env_or_die(const char *name)
+{
+    const char *v = getenv(name);
+    cr_assert(v && *v, "%s is not set (run through meson test)", name);
+    return v;
+}
+
+/* Runs argv with extra "NAME=value" settings; stdout and stderr go to
+ * files in tmpdir. Returns the wait status. */
+static int run_with(char *const argv[], const char *const *envs)
+{
+    char out[512], err[512];
+    snprintf(out, sizeof(out), "%s/stdout", tmpdir);
+    snprintf(err, sizeof(err), "%s/stderr", tmpdir);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(o, 1);
+        dup2(e, 2);
+        for (const char *const *p = envs; p && *p; p++)
+            putenv((char *)*p);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    return status;
+}
+
+static char *trace_path(const char *name)
+{
+    static char buf[512];
+    snprintf(buf, sizeof(buf), "%s/%s", tmpdir, name);
+    return buf;
+}
+
+/* Runs `patterns scenario` preloaded, tracing into tmpdir/t.bin. */
+static int run_pattern(const char *scenario, const char *extra_env)
+{
+    static char pre[600], out[600];
+    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", env_or_die("MEMTRACE_TEST_LIB"));
+    snprintf(out, sizeof(out), "MEMTRACE_OUTPUT=%s/t.bin", tmpdir);
+    const char *envs[] = { pre, out, "MEMTRACE_SESSION=", extra_env, NULL };
+    char *argv[] = { (char *)env_or_die("MEMTRACE_TEST_PATTERNS"), (char *)scenario, NULL };
+    return run_with(argv, envs);
+}
+
+static char *slurp(const char *name)
+{
+    static char buf[8192];
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", tmpdir, name);
+    FILE *f = fopen(p, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+static void report_of(const char *path, struct mt_report *rep)
+{
+    struct mt_error err = { "" };
+    memset(rep, 0, sizeof(*rep));
+    cr_assert_eq(mt_report_compute(path, rep, &err), 0, "%s: %s", path, err.msg);
+    cr_assert_not(rep->partial, "%s is partial", path);
+}
+
+/* Events of one size in a trace: allocations of it, and frees of blocks
+ * that had it. */
+struct sized {
+    uint64_t allocs, frees, live, peak;
+};
+
+static struct sized sized_events(const char *path, uint64_t size)
+{
+    struct mt_reader *r;
+    struct mt_error err = { "" };
+    cr_assert_eq(mt_reader_open(path, &r, &err), 0, "%s", err.msg);
+    struct sized s = { 0, 0, 0, 0 };
+    static uint64_t addrs[70000];
+    size_t n = 0;
+    struct mt_record rec;
+    int rc;
+    while ((rc = mt_reader_next(r, &rec)) > 0) {
+        if (rec.type == MT_REC_ALLOC && rec.size == size) {
+            cr_assert_lt(n, sizeof(addrs) / sizeof(addrs[0]));
+            addrs[n++] = rec.addr;
+            s.allocs++;
+            s.live++;
+            if (s.live > s.peak)
+                s.peak = s.live;
+        } else if (rec.type == MT_REC_FREE) {
+            for (size_t i = 0; i < n; i++) {
+                if (addrs[i] == rec.addr) {
+                    addrs[i] = addrs[--n];
+                    s.frees++;
+                    s.live--;
+                    break;
+                }
+            }
+        }
+    }
+    cr_assert_eq(rc, 0, "%s", mt_reader_error(r));
+    mt_reader_close(r);
+    return s;
+}
+
+static void expect_exit(int status, int code)
+{
+    cr_assert(WIFEXITED(status), "did not exit (status 0x%x)", status);
+    cr_assert_eq(WEXITSTATUS(status), code);
+}
+
+static void expect_heap(const char *scenario, uint64_t peak, uint64_t allocs, uint64_t total)
+{
+    expect_exit(run_pattern(scenario, NULL), 0);
+    struct mt_report rep;
+    report_of(trace_path("t.bin"), &rep);
+    cr_expect_eq(rep.host.peak_bytes, peak, "%s: peak %lu, expected %lu", scenario,
+                 (unsigned long)rep.host.peak_bytes, (unsigned long)peak);
+    cr_expect_eq(rep.host.end_bytes, 0);
+    cr_expect_eq(rep.host.alloc_count, allocs, "%s: %lu allocations", scenario, (unsigned long)rep.host.alloc_count);
+    cr_expect_eq(rep.host.free_count, allocs);
+    cr_expect_eq(rep.host.total_allocated_bytes, total);
+    cr_expect_eq(rep.host.unmatched_free_count, 0);
+    cr_expect_eq(rep.host.inconsistent_count, 0);
+    cr_expect(rep.complete);
+    cr_expect(rep.host.rss_peak_bytes > 0);
+    cr_expect(rep.stacks > 0);
+    cr_expect(rep.modules > 0);
+    mt_report_destroy(&rep);
+}
+
+Test(preload, malloc_free)
+{
+    expect_heap("basic", 6 * U + 6, 4, 7 * U + 10);
+}
+
+Test(preload, calloc)
+{
+    expect_heap("callocs", 13 * U + 26, 3, 13 * U + 26);
+}
+
+Test(preload, realloc_grow_shrink_null_zero_and_reallocarray)
+{
+    /* realloc: NULL->2U+1, ->8U+1, ->U+1, ->0 (frees); reallocarray:
+     * NULL->3U, ->6U. A realloc releases the old block before the new one
+     * counts, so the peak is the largest single block. */
+    expect_heap("reallocs", 8 * U + 1, 5, (2 * U + 1) + (8 * U + 1) + (U + 1) + 3 * U + 6 * U);
+}
+
+Test(preload, aligned_family)
+{
+    uint64_t all = (2 * U + 1) + 3 * U + (U + 7) + (U + 9) + (U + 11);
+    expect_heap("aligned", all, 5, all);
+}
+
+Test(preload, mmap_munmap_mremap)
+{
+    expect_exit(run_pattern("maps", NULL), 0);
+    struct mt_report rep;
+    report_of(trace_path("t.bin"), &rep);
+    uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+    /* 64 pages, 16 punched out, the 32-page tail remapped to 96: 112. */
+    cr_expect_eq(rep.host.mmap_peak_bytes, 112 * pg, "anonymous peak %lu pages",
+                 (unsigned long)(rep.host.mmap_peak_bytes / pg));
+    cr_expect_eq(rep.host.mmap_end_bytes, 0);
+    cr_expect_eq(rep.host.mmap_file_peak_bytes, 2 * pg);
+    cr_expect_eq(rep.host.mmap_file_end_bytes, 0);
+    cr_expect_eq(rep.host.peak_bytes, 0);
+    mt_report_destroy(&rep);
+}
+
+Test(preload, sixty_four_threads_lose_nothing)
+{
+    expect_exit(run_pattern("threads", NULL), 0);
+    uint64_t size = U + 13;
+    struct sized s = sized_events(trace_path("t.bin"), size);
+    cr_expect_eq(s.allocs, 64 * 1000);
+    cr_expect_eq(s.frees, 64 * 1000);
+    cr_expect_eq(s.peak, 64 * 1000, "all blocks live at once in merged order");
+    struct mt_report rep;
+    report_of(trace_path("t.bin"), &rep);
+    cr_expect_geq(rep.host.peak_bytes, 64 * 1000 * size);
+    /* What else is live then is the C library's per-thread bookkeeping. */
+    cr_expect_lt(rep.host.peak_bytes - 64 * 1000 * size, 1u << 20);
+    cr_expect_eq(rep.host.inconsistent_count, 0);
+    cr_expect_geq(rep.threads, 65);
+    mt_report_destroy(&rep);
+}
+
+static int find_child_traces(char paths[][512], int max)
+{
+    char pat[600];
+    snprintf(pat, sizeof(pat), "%s/t.*.bin", tmpdir);
+    glob_t g;
+    int n = 0;
+    if (glob(pat, 0, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc && n < max; i++)
+            snprintf(paths[n++], 512, "%s", g.gl_pathv[i]);
+        globfree(&g);
+    }
+    return n;
+}
+
+Test(preload, forked_child_has_its_own_file)
+{
+    expect_exit(run_pattern("forks", NULL), 0);
+    cr_expect_eq(sized_events(trace_path("t.bin"), 3 * U + 17).allocs, 2);
+    cr_expect_eq(sized_events(trace_path("t.bin"), 5 * U + 17).allocs, 0);
+    char child[4][512];
+    cr_assert_eq(find_child_traces(child, 4), 1);
+    struct sized s = sized_events(child[0], 5 * U + 17);
+    cr_expect_eq(s.allocs, 4);
+    cr_expect_eq(s.frees, 4);
+    cr_expect_eq(sized_events(child[0], 3 * U + 17).allocs, 0);
+    struct mt_report rep;
+    report_of(child[0], &rep);
+    cr_expect_eq(rep.host.peak_bytes, 4 * (5 * U + 17));
+    cr_expect(rep.complete);
+    mt_report_destroy(&rep);
+}
+
+Test(preload, no_follow_leaves_children_alone)
+{
+    expect_exit(run_pattern("forks", "MEMTRACE_FOLLOW=0"), 0);
+    char child[4][512];
+    cr_expect_eq(find_child_traces(child, 4), 0);
+    cr_expect_eq(sized_events(trace_path("t.bin"), 3 * U + 17).allocs, 2);
+}
+
+Test(preload, exec_gets_its_own_file)
+{
+    expect_exit(run_pattern("execs", NULL), 0);
+    cr_expect_eq(sized_events(trace_path("t.bin"), 7 * U + 19).allocs, 1);
+    char child[4][512];
+    cr_assert_eq(find_child_traces(child, 4), 1);
+    struct mt_report rep;
+    report_of(child[0], &rep);
+    cr_expect_eq(rep.host.peak_bytes, 6 * U + 6);
+    cr_expect(rep.complete);
+    mt_report_destroy(&rep);
+}
+
+Test(preload, other_glibc_entry_points_work)
+{
+    expect_exit(run_pattern("glibc", NULL), 0);
+    cr_expect_str_eq(slurp("stdout"), "glibc ok\n");
+    cr_expect_str_eq(slurp("stderr"), "");
+}
+
+/* Ten blocks of 9U+23 are live when the program ends its way. */
+static void expect_end(const char *scenario, int exit_code, int sig, bool ended)
+{
+    int status = run_pattern(scenario, NULL);
+    if (sig) {
+        cr_assert(WIFSIGNALED(status), "%s: not killed by a signal", scenario);
+        cr_expect_eq(WTERMSIG(status), sig);
+    } else {
+        expect_exit(status, exit_code);
+    }
+    struct mt_report rep;
+    report_of(trace_path("t.bin"), &rep);
+    struct sized s = sized_events(trace_path("t.bin"), 9 * U + 23);
+    cr_expect_eq(s.allocs, 10, "%s: %lu of 10 allocations in the trace", scenario, (unsigned long)s.allocs);
+    cr_expect_eq(s.allocs - s.frees, 10);
+    if (strcmp(scenario, "end-exit-thread"))
+        cr_expect_eq(rep.host.end_bytes, 10 * (9 * U + 23), "%s", scenario);
+    else /* plus the C library's bookkeeping for the live thread */
+        cr_expect_lt(rep.host.end_bytes - 10 * (9 * U + 23), 4096, "%s", scenario);
+    cr_expect_eq(rep.ended, ended, "%s", scenario);
+    if (ended)
+        cr_expect_eq(rep.exit_status, (uint64_t)exit_code);
+    mt_report_destroy(&rep);
+}
+
+Test(preload, exit_normally)
+{
+    expect_end("end-exit", 5, 0, true);
+}
+
+Test(preload, exit_from_a_thread)
+{
+    expect_end("end-exit-thread", 7, 0, true);
+}
+
+Test(preload, underscore_exit)
+{
+    expect_end("end-_exit", 6, 0, true);
+}
+
+Test(preload, abort)
+{
+    expect_end("end-abort", 0, SIGABRT, false);
+}
+
+Test(preload, fatal_signal)
+{
+    expect_end("end-segv", 0, SIGSEGV, false);
+}
+
+Test(preload, sigkill)
+{
+    expect_end("end-kill", 0, SIGKILL, false);
+}
+
+Test(preload, unwritable_output_harms_nothing)
+{
+    static char pre[600];
+    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", env_or_die("MEMTRACE_TEST_LIB"));
+    const char *envs[] = { pre, "MEMTRACE_OUTPUT=/nonexistent-dir/t.bin", "MEMTRACE_SESSION=", NULL };
+    char *argv[] = { (char *)env_or_die("MEMTRACE_TEST_PATTERNS"), "glibc", NULL };
+    expect_exit(run_with(argv, envs), 0);
+    cr_expect_str_eq(slurp("stdout"), "glibc ok\n");
+    const char *err = slurp("stderr");
+    cr_expect(!strncmp(err, "memtrace: cannot write trace '/nonexistent-dir/t.bin'", 52), "stderr: %s", err);
+    cr_expect_eq(strchr(err, '\n') - err + 1, (long)strlen(err), "exactly one line: %s", err);
+}
+
+Test(preload, full_disk_stops_recording_once)
+{
+    char mnt[512];
+    snprintf(mnt, sizeof(mnt), "%s/small", tmpdir);
+    mkdir(mnt, 0755);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=256k") != 0) {
+        rmdir(mnt);
+        cr_skip_test("cannot mount a small tmpfs here (%s)", strerror(errno));
+    }
+    static char pre[600], out[600];
+    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", env_or_die("MEMTRACE_TEST_LIB"));
+    snprintf(out, sizeof(out), "MEMTRACE_OUTPUT=%s/t.bin", mnt);
+    const char *envs[] = { pre, out, "MEMTRACE_SESSION=", NULL };
+    char *argv[] = { (char *)env_or_die("MEMTRACE_TEST_PATTERNS"), "threads", NULL };
+    int status = run_with(argv, envs);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/t.bin", mnt);
+    struct mt_report rep;
+    struct mt_error err = { "" };
+    int rc = mt_report_compute(path, &rep, &err);
+    umount(mnt);
+    rmdir(mnt);
+    expect_exit(status, 0);
+    const char *e = slurp("stderr");
+    cr_expect(strstr(e, "No space left on device") != NULL, "stderr: %s", e);
+    cr_expect_eq(strchr(e, '\n') - e + 1, (long)strlen(e), "exactly one line: %s", e);
+    /* What was recorded before the disk filled is still readable. */
+    cr_expect_eq(rc, 0, "%s", err.msg);
+    if (rc == 0) {
+        cr_expect_gt(rep.host.alloc_count, 0);
+        mt_report_destroy(&rep);
+    }
+}

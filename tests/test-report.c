@@ -1,0 +1,683 @@
+/* Tests of `memtrace report` and `memtrace pack`: exact numbers of the
+ * sample trace (raw and packed), the JSON contract keys, exit codes and
+ * messages of the commands, and pack's round trip and refusals.
+ *
+ * report.c and pack.c are compiled into this binary. Commands run in a
+ * forked child with stdout/stderr sent to files, so their printing is
+ * checked without touching this process's streams. Each test uses its own
+ * temporary directory.
+ */
+#include <criterion/criterion.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "pack.h"
+#include "reader.h"
+#include "report.h"
+#include "trace-writer.h"
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+struct tmpdir {
+    char dir[64];
+    char path[3][128];
+};
+
+static void tmpdir_make(struct tmpdir *t)
+{
+    snprintf(t->dir, sizeof t->dir, "/tmp/mt-test-report-XXXXXX");
+    cr_assert_not_null(mkdtemp(t->dir));
+    for (int i = 0; i < 3; i++)
+        snprintf(t->path[i], sizeof t->path[i], "%s/trace%d.bin", t->dir, i);
+}
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void tmpdir_remove(struct tmpdir *t)
+{
+    DIR *d = opendir(t->dir);
+    struct dirent *de;
+    char p[512];
+    while (d && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", t->dir, de->d_name);
+        unlink(p);
+    }
+    if (d)
+        closedir(d);
+    rmdir(t->dir);
+}
+
+static struct tw *sample(const char *path, bool packed, uint32_t shift, uint32_t pid)
+{
+    struct tw_opts o;
+    tw_default_opts(&o);
+    o.time_shift = shift;
+    if (pid)
+        o.pid = pid;
+    struct tw *w = tw_new(&o);
+    tw_build_sample(w);
+    cr_assert_eq(tw_write(w, path, packed), 0);
+    return w;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    b[n] = 0;
+    fclose(f);
+    if (len)
+        *len = (size_t)n;
+    return b;
+}
+
+struct run {
+    int status;
+    char *out;
+    char *err;
+};
+
+/* Runs fn(argc, argv) in a child with stdout and stderr captured. */
+static struct run run_cmd(int (*fn)(int, char **), const char *dir, int argc, char **argv)
+{
+    char out[128], err[128];
+    snprintf(out, sizeof out, "%s/stdout", dir);
+    snprintf(err, sizeof err, "%s/stderr", dir);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(o, 1);
+        dup2(e, 2);
+        int rc = fn(argc, argv);
+        fflush(NULL);
+        _exit(rc);
+    }
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st));
+    struct run r = { WEXITSTATUS(st), slurp(out, NULL), slurp(err, NULL) };
+    unlink(out);
+    unlink(err);
+    return r;
+}
+
+static void run_free(struct run *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* ---- report numbers -------------------------------------------------------------- */
+
+static void check_sample_numbers(const struct mt_report *rep, uint32_t shift)
+{
+    const struct mt_report_host *h = &rep->host;
+    cr_assert_eq(h->peak_bytes, 6000);
+    cr_assert_eq(h->peak_time_ns, 45ull << shift);
+    cr_assert_eq(h->end_bytes, 10);
+    cr_assert_eq(h->alloc_count, 5);
+    cr_assert_eq(h->free_count, 3);
+    cr_assert_eq(h->total_allocated_bytes, 6310);
+    cr_assert_eq(h->unmatched_free_count, 1);
+    cr_assert_eq(h->inconsistent_count, 1);
+    cr_assert_eq(h->mmap_peak_bytes, 163840);
+    cr_assert_eq(h->mmap_end_bytes, 131072);
+    cr_assert_eq(h->mmap_file_peak_bytes, 12288);
+    cr_assert_eq(h->mmap_file_end_bytes, 12288);
+    cr_assert_eq(h->rss_peak_bytes, 3u << 20);
+    cr_assert_eq(rep->events, 15);
+    cr_assert_eq(rep->stacks, 5);
+    cr_assert_eq(rep->modules, 1);
+    cr_assert_eq(rep->lost, 3);
+    cr_assert_eq(rep->threads, 3);
+    cr_assert_eq(rep->duration_ns, 70ull << shift);
+    cr_assert(rep->ended);
+    cr_assert(rep->complete);
+    cr_assert(!rep->partial);
+    cr_assert_eq(rep->end_kind, MT_END_EXIT);
+    cr_assert_eq(rep->exit_status, 0);
+    cr_assert(rep->has_process);
+    cr_assert_eq(rep->proc_pid, 4242);
+    cr_assert_str_eq(rep->exe, "/usr/bin/sample");
+    cr_assert_eq(rep->argv_len, 17);
+    cr_assert_eq(rep->pid, 4242);
+}
+
+Test(report, sample_numbers_raw)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = sample(t.path[0], false, 0, 0);
+    struct mt_report rep;
+    struct mt_error err;
+    cr_assert_eq(mt_report_compute(t.path[0], &rep, &err), 0, "%s", err.msg);
+    check_sample_numbers(&rep, 0);
+    cr_assert(!rep.packed);
+    mt_report_destroy(&rep);
+    mt_report_destroy(NULL);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(report, sample_numbers_packed_shifted)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = sample(t.path[0], true, 5, 0);
+    struct mt_report rep;
+    struct mt_error err;
+    cr_assert_eq(mt_report_compute(t.path[0], &rep, &err), 0, "%s", err.msg);
+    check_sample_numbers(&rep, 5);
+    cr_assert(rep.packed);
+    mt_report_destroy(&rep);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(report, mappings)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = tw_new(NULL);
+    const uint64_t a = 0x7f0000000000ull, f = 0x7f5000000000ull;
+    uint64_t s = 1;
+    tw_mmap(w, 1, MT_MAP_ANON, s++, 1, a, 10000, 3, 0x22, 0);      /* rounds to 12288 */
+    tw_mmap(w, 1, MT_MAP_FILE, s++, 2, f, 0x4000, 1, 0x2, 0);
+    tw_munmap(w, 1, MT_UNMAP_REMAP, s++, 3, f, 0x4000);             /* mremap a file mapping */
+    tw_mmap(w, 1, MT_MAP_REMAP, s++, 4, f + 0x100000, 0x8000, 0, 1, 0);
+    tw_mmap(w, 1, MT_MAP_ANON, s++, 5, f + 0x104000, 0x1000, 3, 0x32, 0); /* MAP_FIXED over it */
+    tw_munmap(w, 1, MT_UNMAP_MUNMAP, s++, 6, a + 0x1000, 0x1000);   /* hole */
+    tw_mmap(w, 2, MT_MAP_REMAP, s++, 7, a + 0x200000, 0x2000, 0, 1, 0); /* origin unknown: anon */
+    tw_munmap(w, 2, MT_UNMAP_MUNMAP, s++, 8, 0, UINT64_MAX);       /* everything */
+    cr_assert_eq(tw_write(w, t.path[0], false), 0);
+    struct mt_report rep;
+    struct mt_error err;
+    cr_assert_eq(mt_report_compute(t.path[0], &rep, &err), 0, "%s", err.msg);
+    /* anon: 12288, +4096 (fixed) = 16384, -4096 hole = 12288, +8192 = 20480 */
+    cr_assert_eq(rep.host.mmap_peak_bytes, 20480);
+    cr_assert_eq(rep.host.mmap_end_bytes, 0);
+    /* file: 16384, remapped to 32768, minus the fixed page = 28672 */
+    cr_assert_eq(rep.host.mmap_file_peak_bytes, 32768);
+    cr_assert_eq(rep.host.mmap_file_end_bytes, 0);
+    cr_assert(!rep.ended);
+    cr_assert(!rep.complete);
+    cr_assert(!rep.has_process);
+    mt_report_destroy(&rep);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(report, peak_is_first_time_reached)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = tw_new(NULL);
+    tw_alloc(w, 1, 0, 1, 100, 0x10, 50, 0);
+    tw_free(w, 1, 0, 2, 200, 0x10);
+    tw_alloc(w, 1, 0, 3, 300, 0x20, 50, 0); /* same peak again: time stays 100 */
+    tw_alloc(w, 2, 0, 4, 400, 0x30, 0, 0);  /* malloc(0) */
+    cr_assert_eq(tw_write(w, t.path[0], false), 0);
+    struct mt_report rep;
+    struct mt_error err;
+    cr_assert_eq(mt_report_compute(t.path[0], &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.host.peak_bytes, 50);
+    cr_assert_eq(rep.host.peak_time_ns, 100);
+    cr_assert_eq(rep.host.end_bytes, 50);
+    cr_assert_eq(rep.host.alloc_count, 3);
+    cr_assert_eq(rep.host.free_count, 1);
+    cr_assert_eq(rep.threads, 2);
+    mt_report_destroy(&rep);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(report, cut_trace_is_partial_and_consistent)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = sample(t.path[0], false, 0, 0);
+    size_t len;
+    char *b = slurp(t.path[0], &len);
+    for (size_t at = MT_FILE_HDR_SIZE; at < len; at += 7) {
+        FILE *f = fopen(t.path[1], "wb");
+        fwrite(b, 1, at, f);
+        fclose(f);
+        struct mt_report rep;
+        struct mt_error err;
+        cr_assert_eq(mt_report_compute(t.path[1], &rep, &err), 0, "cut at %zu: %s", at, err.msg);
+        cr_assert_leq(rep.host.peak_bytes, 6000);
+        cr_assert_leq(rep.host.alloc_count, 5);
+        cr_assert(!rep.complete);
+        mt_report_destroy(&rep);
+    }
+    free(b);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+/* ---- JSON ------------------------------------------------------------------------ */
+
+static const char *raw_of(cJSON *o, const char *a, const char *b)
+{
+    cJSON *x = cJSON_GetObjectItemCaseSensitive(o, a);
+    if (b)
+        x = cJSON_GetObjectItemCaseSensitive(x, b);
+    cr_assert_not_null(x, "missing %s%s%s", a, b ? "." : "", b ? b : "");
+    return x->valuestring;
+}
+
+Test(report, json_contract_keys)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = sample(t.path[0], false, 0, 0);
+    struct mt_report rep;
+    struct mt_error err;
+    cr_assert_eq(mt_report_compute(t.path[0], &rep, &err), 0);
+    cJSON *o = mt_report_to_json(&rep);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON *p = cJSON_Parse(s); /* what a consumer sees */
+    cr_assert_not_null(p);
+    static const struct { const char *key; double v; } host[] = {
+        { "peak_bytes", 6000 }, { "peak_time_ns", 45 }, { "end_bytes", 10 },
+        { "alloc_count", 5 }, { "free_count", 3 }, { "total_allocated_bytes", 6310 },
+        { "rss_peak_bytes", 3 << 20 }, { "mmap_peak_bytes", 163840 },
+    };
+    cJSON *h = cJSON_GetObjectItemCaseSensitive(p, "host");
+    for (size_t i = 0; i < sizeof host / sizeof *host; i++) {
+        cJSON *x = cJSON_GetObjectItemCaseSensitive(h, host[i].key);
+        cr_assert(cJSON_IsNumber(x), "host.%s", host[i].key);
+        cr_assert_eq(x->valuedouble, host[i].v, "host.%s", host[i].key);
+    }
+    cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(p, "partial")));
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "complete")));
+    cr_assert_str_eq(raw_of(p, "file", NULL), t.path[0]);
+    cr_assert_eq(cJSON_GetObjectItemCaseSensitive(p, "pid")->valuedouble, 4242);
+    cr_assert_str_eq(raw_of(p, "process", "exe"), "/usr/bin/sample");
+    cJSON *argv = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(p, "process"), "argv");
+    cr_assert_eq(cJSON_GetArraySize(argv), 3);
+    cr_assert_str_eq(cJSON_GetArrayItem(argv, 0)->valuestring, "sample");
+    cr_assert_str_eq(cJSON_GetArrayItem(argv, 1)->valuestring, "--flag");
+    cr_assert_str_eq(cJSON_GetArrayItem(argv, 2)->valuestring, "x y");
+    cr_assert_str_eq(raw_of(p, "status", NULL), "complete");
+    cJSON_Delete(p);
+    cJSON_free(s);
+    cJSON_Delete(o);
+    mt_report_destroy(&rep);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(report, json_u64_exact)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = tw_new(NULL);
+    tw_alloc(w, 1, 0, 1, 1, 0x10, (1ull << 60) + 1, 0);
+    tw_alloc(w, 1, 0, 2, 2, 0x20, 2, 0);
+    cr_assert_eq(tw_write(w, t.path[0], false), 0);
+    struct mt_report rep;
+    struct mt_error err;
+    cr_assert_eq(mt_report_compute(t.path[0], &rep, &err), 0);
+    cJSON *o = mt_report_to_json(&rep);
+    char *s = cJSON_PrintUnformatted(o);
+    cr_assert(strstr(s, "\"peak_bytes\":1152921504606846979"), "%s", s);
+    cr_assert(strstr(s, "\"total_allocated_bytes\":1152921504606846979"), "%s", s);
+    cJSON_free(s);
+    cJSON_Delete(o);
+    mt_report_destroy(&rep);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+/* ---- the report command -------------------------------------------------------------- */
+
+Test(report_cmd, text_and_exit_codes)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = sample(t.path[0], false, 0, 0);
+
+    char *a1[] = { "report", t.path[0], NULL };
+    struct run r = run_cmd(mt_report_main, t.dir, 2, a1);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert_str_empty(r.err);
+    cr_assert(strstr(r.out, "(6000 bytes)"), "%s", r.out);
+    cr_assert(strstr(r.out, "5.86 KiB"), "%s", r.out);
+    cr_assert(strstr(r.out, "160 KiB"), "%s", r.out);
+    cr_assert(strstr(r.out, "3.00 MiB"), "%s", r.out);
+    cr_assert(strstr(r.out, "complete"), "%s", r.out);
+    cr_assert(strstr(r.out, "sample --flag 'x y'"), "%s", r.out);
+    run_free(&r);
+
+    char *a2[] = { "report", "--help", NULL };
+    r = run_cmd(mt_report_main, t.dir, 2, a2);
+    cr_assert_eq(r.status, 0);
+    cr_assert(strstr(r.out, "Usage: memtrace report"));
+    run_free(&r);
+
+    char *a3[] = { "report", "--bogus", t.path[0], NULL };
+    r = run_cmd(mt_report_main, t.dir, 3, a3);
+    cr_assert_eq(r.status, 2);
+    cr_assert_str_empty(r.out);
+    run_free(&r);
+
+    char *a4[] = { "report", NULL };
+    r = run_cmd(mt_report_main, t.dir, 1, a4);
+    cr_assert_eq(r.status, 2);
+    run_free(&r);
+
+    char missing[160];
+    snprintf(missing, sizeof missing, "%s/nope.bin", t.dir);
+    char *a5[] = { "report", missing, NULL };
+    r = run_cmd(mt_report_main, t.dir, 2, a5);
+    cr_assert_eq(r.status, 1);
+    cr_assert_str_empty(r.out);
+    char want[256];
+    snprintf(want, sizeof want, "memtrace: cannot open '%s': No such file or directory\n", missing);
+    cr_assert_str_eq(r.err, want);
+    run_free(&r);
+
+    FILE *f = fopen(t.path[1], "w");
+    fputs("this is not a trace, just some words that are long enough to fill a header....."
+          "..................................................................................",
+          f);
+    fclose(f);
+    char *a6[] = { "report", "--json", t.path[1], NULL };
+    r = run_cmd(mt_report_main, t.dir, 3, a6);
+    cr_assert_eq(r.status, 1);
+    cr_assert_str_empty(r.out);
+    cr_assert(strstr(r.err, "not a memtrace trace"), "%s", r.err);
+    cr_assert_eq(count_lines(r.err), 1);
+    run_free(&r);
+
+    struct tw_opts o;
+    tw_default_opts(&o);
+    o.version = 7;
+    struct tw *w2 = tw_new(&o);
+    cr_assert_eq(tw_write(w2, t.path[1], false), 0);
+    tw_destroy(w2);
+    r = run_cmd(mt_report_main, t.dir, 3, a6);
+    cr_assert_eq(r.status, 1);
+    cr_assert_str_empty(r.out);
+    cr_assert(strstr(r.err, "format version 7 is newer than this memtrace reads (1)"), "%s", r.err);
+    run_free(&r);
+
+    /* corrupted: a CRC mismatch in a packed copy */
+    tw_write(w, t.path[1], true);
+    int fd = open(t.path[1], O_RDWR);
+    uint8_t byte;
+    cr_assert_eq(pread(fd, &byte, 1, MT_FILE_HDR_SIZE + MT_CHUNK_HDR_SIZE + 5), 1);
+    byte ^= 0x40;
+    cr_assert_eq(pwrite(fd, &byte, 1, MT_FILE_HDR_SIZE + MT_CHUNK_HDR_SIZE + 5), 1);
+    close(fd);
+    r = run_cmd(mt_report_main, t.dir, 3, a6);
+    cr_assert_eq(r.status, 1);
+    cr_assert_str_empty(r.out);
+    cr_assert(strstr(r.err, "corrupt trace: CRC mismatch"), "%s", r.err);
+    cr_assert_eq(count_lines(r.err), 1);
+    run_free(&r);
+
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(report_cmd, truncated_exits_3)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = sample(t.path[0], true, 0, 0);
+    size_t len;
+    char *b = slurp(t.path[0], &len);
+    FILE *f = fopen(t.path[0], "wb");
+    fwrite(b, 1, len - 10, f);
+    fclose(f);
+    free(b);
+    char *a[] = { "report", "--json", t.path[0], NULL };
+    struct run r = run_cmd(mt_report_main, t.dir, 3, a);
+    cr_assert_eq(r.status, 3);
+    cr_assert_eq(count_lines(r.err), 1);
+    cr_assert(strstr(r.err, "warning") && strstr(r.err, "truncated"), "%s", r.err);
+    cJSON *p = cJSON_Parse(r.out);
+    cr_assert_not_null(p);
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "partial")));
+    cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(p, "complete")));
+    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(p, "status")->valuestring, "partial");
+    cJSON_Delete(p);
+    run_free(&r);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(report_cmd, several_files_json)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = sample(t.path[0], false, 0, 0);
+    struct tw *w2 = tw_new(NULL);
+    tw_alloc(w2, 1, 0, 1, 1, 0x10, 7, 0);
+    cr_assert_eq(tw_write(w2, t.path[1], true), 0);
+    char *a[] = { "report", "--json", t.path[0], t.path[1], NULL };
+    struct run r = run_cmd(mt_report_main, t.dir, 4, a);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cJSON *p = cJSON_Parse(r.out);
+    cr_assert_not_null(p);
+    cJSON *arr = cJSON_GetObjectItemCaseSensitive(p, "traces");
+    cr_assert_eq(cJSON_GetArraySize(arr), 2);
+    cJSON *second = cJSON_GetArrayItem(arr, 1);
+    cr_assert_eq(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(second, "host"),
+                                                  "peak_bytes")->valuedouble, 7);
+    cr_assert_str_eq(cJSON_GetObjectItemCaseSensitive(second, "status")->valuestring,
+                     "ended without exit: killed, crashed or still running");
+    cJSON_Delete(p);
+    run_free(&r);
+    tw_destroy(w);
+    tw_destroy(w2);
+    tmpdir_remove(&t);
+}
+
+/* ---- pack ------------------------------------------------------------------------------ */
+
+/* Both traces yield the same records in the same order. */
+static void same_records(const char *a, const char *b)
+{
+    struct mt_reader *ra, *rb;
+    struct mt_error err;
+    cr_assert_eq(mt_reader_open(a, &ra, &err), 0, "%s", err.msg);
+    cr_assert_eq(mt_reader_open(b, &rb, &err), 0, "%s", err.msg);
+    struct mt_record x, y;
+    char why[128];
+    size_t n = 0;
+    for (;; n++) {
+        int ka = mt_reader_next(ra, &x), kb = mt_reader_next(rb, &y);
+        cr_assert_eq(ka, kb, "record %zu", n);
+        cr_assert_geq(ka, 0);
+        if (ka == 0)
+            break;
+        cr_assert(tw_rec_equal(&x, &y, why, sizeof why), "record %zu: %s", n, why);
+    }
+    cr_assert_gt(n, 0);
+    mt_reader_close(ra);
+    mt_reader_close(rb);
+}
+
+Test(pack, round_trip)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw_opts o;
+    tw_default_opts(&o);
+    o.slack = 1000;
+    struct tw *w = tw_new(&o);
+    tw_build_sample(w);
+    tw_free_chunk(w, 8192);
+    cr_assert_eq(tw_write(w, t.path[0], false), 0);
+    cr_assert_eq(tw_write(w, t.path[1], false), 0);
+    chmod(t.path[0], 0640);
+    struct mt_error err;
+    struct mt_pack_result res;
+    cr_assert_eq(mt_pack_file_ex(t.path[0], 3, 0, &res, &err), 0, "%s", err.msg);
+    cr_assert(!res.already_packed);
+    cr_assert_eq(res.chunks, 5);
+    cr_assert_lt(res.bytes_after, res.bytes_before);
+    same_records(t.path[0], t.path[1]);
+
+    struct mt_reader *r;
+    cr_assert_eq(mt_reader_open(t.path[0], &r, &err), 0);
+    const struct mt_trace_info *in = mt_reader_info(r);
+    cr_assert(in->packed);
+    cr_assert(in->has_trailer);
+    cr_assert_eq(in->data_chunks, 5);
+    cr_assert_eq(in->pid, 4242);
+    cr_assert_eq(in->start_real_ns, 1700000000000000000ull);
+    for (size_t i = 0; i < mt_reader_chunk_count(r); i++) {
+        struct mt_chunk_info c;
+        mt_reader_chunk(r, i, &c);
+        cr_assert(c.type == MT_CHUNK_ZSTD || (c.type == MT_CHUNK_TRAILER && i + 1 == mt_reader_chunk_count(r)));
+    }
+    mt_reader_close(r);
+    struct stat st;
+    cr_assert_eq(stat(t.path[0], &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0640);
+    cr_assert_eq((uint64_t)st.st_size, res.bytes_after);
+
+    /* packing again changes nothing */
+    size_t l1, l2;
+    char *before = slurp(t.path[0], &l1);
+    cr_assert_eq(mt_pack_file_ex(t.path[0], 3, 0, &res, &err), 0);
+    cr_assert(res.already_packed);
+    char *after = slurp(t.path[0], &l2);
+    cr_assert(l1 == l2 && !memcmp(before, after, l1));
+    free(before);
+    free(after);
+    cr_assert_eq(count_entries(t.dir), 2); /* no temporary file left */
+
+    /* reports agree */
+    struct mt_report ra, rb;
+    cr_assert_eq(mt_report_compute(t.path[0], &ra, &err), 0);
+    cr_assert_eq(mt_report_compute(t.path[1], &rb, &err), 0);
+    cr_assert(!memcmp(&ra.host, &rb.host, sizeof ra.host));
+    mt_report_destroy(&ra);
+    mt_report_destroy(&rb);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(pack, refusals_leave_the_file_alone)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct mt_error err;
+    size_t l1, l2;
+
+    /* the traced process is alive (this one) */
+    struct tw *w = sample(t.path[0], false, 0, (uint32_t)getpid());
+    char *before = slurp(t.path[0], &l1);
+    cr_assert_eq(mt_pack_file(t.path[0], 3, &err), -EBUSY);
+    cr_assert(strstr(err.msg, "still running") && strstr(err.msg, "--force"), "%s", err.msg);
+    char *after = slurp(t.path[0], &l2);
+    cr_assert(l1 == l2 && !memcmp(before, after, l1));
+    free(after);
+    cr_assert_eq(mt_pack_file_ex(t.path[0], 3, MT_PACK_FORCE, NULL, &err), 0, "%s", err.msg);
+    tw_destroy(w);
+
+    /* truncated */
+    FILE *f = fopen(t.path[1], "wb");
+    fwrite(before, 1, l1 - 3, f);
+    fclose(f);
+    free(before);
+    before = slurp(t.path[1], &l1);
+    cr_assert_eq(mt_pack_file(t.path[1], 3, &err), -EINVAL);
+    cr_assert(strstr(err.msg, "truncated"), "%s", err.msg);
+    after = slurp(t.path[1], &l2);
+    cr_assert(l1 == l2 && !memcmp(before, after, l1));
+    free(before);
+    free(after);
+
+    /* not a trace, missing, bad level */
+    char missing[160];
+    snprintf(missing, sizeof missing, "%s/nope.bin", t.dir);
+    cr_assert_eq(mt_pack_file(missing, 3, &err), -ENOENT);
+    char want[256];
+    snprintf(want, sizeof want, "cannot open '%s': No such file or directory", missing);
+    cr_assert_str_eq(err.msg, want);
+    cr_assert_eq(mt_pack_file(t.path[0], 99, &err), -EINVAL);
+    cr_assert_eq(count_entries(t.dir), 2);
+    tmpdir_remove(&t);
+}
+
+Test(pack, command)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = sample(t.path[0], false, 0, 0);
+    cr_assert_eq(tw_write(w, t.path[1], true), 0);
+    char *a1[] = { "pack", "--level", "5", t.path[0], t.path[1], NULL };
+    struct run r = run_cmd(mt_pack_main, t.dir, 5, a1);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "packed"), "%s", r.out);
+    cr_assert(strstr(r.out, "already packed"), "%s", r.out);
+    run_free(&r);
+
+    char *a2[] = { "pack", "--level", "x", t.path[0], NULL };
+    r = run_cmd(mt_pack_main, t.dir, 4, a2);
+    cr_assert_eq(r.status, 2);
+    run_free(&r);
+    char *a3[] = { "pack", NULL };
+    r = run_cmd(mt_pack_main, t.dir, 1, a3);
+    cr_assert_eq(r.status, 2);
+    run_free(&r);
+    char *a4[] = { "pack", "-h", NULL };
+    r = run_cmd(mt_pack_main, t.dir, 2, a4);
+    cr_assert_eq(r.status, 0);
+    cr_assert(strstr(r.out, "Usage: memtrace pack"));
+    run_free(&r);
+    char missing[160];
+    snprintf(missing, sizeof missing, "%s/nope.bin", t.dir);
+    char *a5[] = { "pack", missing, NULL };
+    r = run_cmd(mt_pack_main, t.dir, 2, a5);
+    cr_assert_eq(r.status, 1);
+    cr_assert_eq(count_lines(r.err), 1);
+    run_free(&r);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
