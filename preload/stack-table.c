@@ -165,7 +165,7 @@ static uint64_t hash_ips(const uintptr_t *ips, unsigned n)
 
 /* ---- per-thread cache ------------------------------------------------- */
 
-#define CACHE_ENTRIES 32
+#define CACHE_ENTRIES 64
 
 struct cache_entry {
     uintptr_t ra, sp;   /* key: return address into the program, its SP */

@@ -7,7 +7,7 @@
  * Performs N alloc/free pairs ("ops") over a ring of 64 live blocks per
  * thread: op i frees the block in slot i % 64 and allocates a new one there,
  * so a block lives for 64 ops before it is freed, as in real programs.  The
- * sizes come from a fixed sequence (a small LCG): mostly 16..4096 bytes, one
+ * sizes come from an LCG of period 2^32 (no short cycle): mostly 16..4096 bytes, one
  * in 64 between 8 and 16 KiB (no mmap, hardly any brk).  The first byte of
  * every block is written so the allocation cannot be optimised away.
  *
@@ -39,7 +39,6 @@
 #include <time.h>
 
 #define RING 64
-#define NSIZES 4096 /* power of two */
 #define MIN_DEPTH 3
 
 #define NOINLINE __attribute__((noinline, noclone))
@@ -52,7 +51,7 @@ struct worker {
     unsigned seed;
     pthread_barrier_t *start;
     double t0, t1; /* CLOCK_MONOTONIC ns around the measured loop */
-    size_t sizes[NSIZES];
+    uint32_t lcg; /* size generator state */
     void *ring[RING];
 };
 
@@ -62,17 +61,20 @@ static void die(const char *msg)
     exit(1);
 }
 
-static void fill_sizes(struct worker *w)
+/* Sizes come from an LCG of period 2^32, drawn as the loop runs: no short
+ * cycle that a compressor could exploit, as in a real program. */
+static void seed_sizes(struct worker *w)
 {
-    uint32_t x = 0x2545f491u ^ (w->seed * 0x9e3779b9u);
-    for (size_t i = 0; i < NSIZES; i++) {
-        x = x * 1664525u + 1013904223u; /* Numerical Recipes LCG */
-        uint32_t r = x >> 8;
-        if ((r & 63) == 0)
-            w->sizes[i] = 8192 + (r >> 6) % 8193;
-        else
-            w->sizes[i] = 16 + (r >> 6) % 4081;
-    }
+    w->lcg = 0x2545f491u ^ (w->seed * 0x9e3779b9u);
+}
+
+static inline size_t next_size(struct worker *w)
+{
+    w->lcg = w->lcg * 1664525u + 1013904223u; /* Numerical Recipes LCG */
+    uint32_t r = w->lcg >> 8;
+    if ((r & 63) == 0)
+        return 8192 + (r >> 6) % 8193;
+    return 16 + (r >> 6) % 4081;
 }
 
 /* Four allocation sites, deliberately different so they are not merged. */
@@ -101,7 +103,7 @@ static double now_ns(void)
 static NOINLINE void run_ops(struct worker *w)
 {
     for (unsigned i = 0; i < RING; i++)
-        w->ring[i] = alloc_site0(w->sizes[i]);
+        w->ring[i] = alloc_site0(next_size(w));
 
     if (w->start)
         pthread_barrier_wait(w->start);
@@ -110,7 +112,7 @@ static NOINLINE void run_ops(struct worker *w)
     w->t0 = now_ns();
     for (uint64_t i = 0; i < n; i++) {
         unsigned slot = (unsigned)(i % RING);
-        size_t size = w->sizes[(i + RING) % NSIZES];
+        size_t size = next_size(w);
         free(w->ring[slot]);
         void *p;
         switch (i & 3) {
@@ -214,7 +216,7 @@ int main(int argc, char **argv)
         ws[t].ops = ops / threads + (t < ops % threads ? 1 : 0);
         ws[t].levels = levels;
         ws[t].seed = (unsigned)t;
-        fill_sizes(&ws[t]);
+        seed_sizes(&ws[t]);
     }
 
     if (threads == 1) {
