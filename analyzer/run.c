@@ -123,8 +123,10 @@ static int pack_session(const char *path, pid_t session, bool pack, bool quiet)
         if (fd < 0)
             continue;
         struct mt_file_hdr h;
+        /* Any trace of this session but the main one: forked children, and
+         * the command's own later images when it execs (same pid). */
         bool ours = pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) && !memcmp(h.magic, MT_FILE_MAGIC, 8) &&
-                    h.session_pid == (uint32_t)session && h.pid != (uint32_t)session;
+                    h.session_pid == (uint32_t)session;
         close(fd);
         if (!ours)
             continue;
@@ -149,6 +151,7 @@ int mt_run_main(int argc, char **argv)
     const char *output = NULL;
     bool follow = true, pack = true, quiet = false;
     int c;
+    opterr = 0;
     /* '+': stop at the first non-option, which starts the command. */
     while ((c = getopt_long(argc, argv, "+o:qh", longopts, NULL)) != -1) {
         switch (c) {
@@ -168,7 +171,11 @@ int mt_run_main(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            fprintf(stderr, "memtrace run: try 'memtrace run --help'\n");
+            if (optopt)
+                fprintf(stderr, "memtrace run: unknown option '-%c' or missing argument; try 'memtrace run --help'\n",
+                        optopt);
+            else
+                fprintf(stderr, "memtrace run: unknown option '%s'; try 'memtrace run --help'\n", argv[optind - 1]);
             return 2;
         }
     }
@@ -198,8 +205,9 @@ int mt_run_main(int argc, char **argv)
                 return 1;
             }
         }
-        /* Say now, not after a long run, that the output cannot be written. */
-        int fd = open(out_abs, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        /* Say now, not after a long run, that the output cannot be written;
+         * an old trace of that name must not pass for this run's. */
+        int fd = open(out_abs, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0) {
             fprintf(stderr, "memtrace run: cannot write '%s': %s\n", output, strerror(errno));
             return 1;
@@ -259,20 +267,23 @@ int mt_run_main(int argc, char **argv)
         if (getcwd(cwd, sizeof(cwd)))
             snprintf(out_abs, sizeof(out_abs), "%s/memtrace.%u.bin", cwd, (unsigned)pid);
     }
-    /* An empty file is the one this launcher created to check the path:
+    /* No file, or the empty one this launcher created to check the path:
      * the command never started recording (it could not be run, or it is
      * not dynamically linked). */
+    bool not_run = WIFEXITED(status) && WEXITSTATUS(status) >= 126 && WEXITSTATUS(status) <= 127;
     struct stat st;
-    if (out_abs[0] && stat(out_abs, &st) == 0 && st.st_size == 0) {
-        unlink(out_abs);
-        if (!quiet && !(WIFEXITED(status) && WEXITSTATUS(status) >= 126))
+    bool recorded = out_abs[0] && stat(out_abs, &st) == 0 && st.st_size > 0;
+    if (!recorded) {
+        if (out_abs[0])
+            unlink(out_abs);
+        if (!quiet && !not_run)
             fprintf(stderr, "memtrace: %s recorded nothing (a statically linked program?)\n", cmd[0]);
-    } else if (out_abs[0]) {
+    } else {
         int children = pack_session(out_abs, pid, pack, quiet);
-        if (!quiet && is_file(out_abs)) {
+        if (!quiet) {
             if (children)
-                fprintf(stderr, "memtrace: trace written to %s (and %d of child processes beside it)\n", out_abs,
-                        children);
+                fprintf(stderr, "memtrace: trace written to %s (and %d more beside it: children, exec'd programs)\n",
+                        out_abs, children);
             else
                 fprintf(stderr, "memtrace: trace written to %s\n", out_abs);
         }

@@ -165,25 +165,36 @@ static uint64_t hash_ips(const uintptr_t *ips, unsigned n)
 
 /* ---- per-thread cache ------------------------------------------------- */
 
-#define CACHE_ENTRIES 64
+#define CACHE_SETS 1024 /* power of two */
+#define CACHE_WAYS 4
+#define CACHE_ARENA_WORDS (256u << 10) /* 2 MiB: frames and slots of cached stacks */
+#define SEEN_BITS (1u << 16)
 
-struct cache_entry {
-    uintptr_t ra, sp;   /* key: return address into the program, its SP */
-    uint32_t id;        /* 0: frames not cached (yet) */
-    uint32_t last_id;   /* stack id of the last miss at this key */
+/* A cached stack: its key, its id, and at `off` in the arena n frames
+ * followed by the n stack slots they were read from (slot 0 = sp - 8). */
+struct cache_way {
+    uintptr_t ra, sp;
+    uint32_t id;      /* 0: empty */
     uint32_t n;
-    uintptr_t ips[MT_MAX_FRAMES];
-    uintptr_t slots[MT_MAX_FRAMES]; /* where ips[i] was read; slots[0] = sp-8 */
+    uint32_t off;
 };
 
 struct mti_stack_cache {
-    struct cache_entry e[CACHE_ENTRIES];
+    struct cache_way set[CACHE_SETS][CACHE_WAYS];
+    uint8_t next_way[CACHE_SETS];
+    /* One bit per (call site, depth, stack) seen once: a stack is cached
+     * the second time it comes up at a key, so one-offs never pay for the
+     * slower unwind that notes slots. */
+    uint64_t seen[SEEN_BITS / 64];
+    uint32_t seen_count; /* bits set since the filter was last cleared */
+    uint32_t arena_used;
     /* The thread's previous new-to-the-cache stack, outermost frame first,
      * with the call-tree node of each frame: the next stack usually shares
      * its outer part, which then needs no table lookups. */
     unsigned prev_n;
     uintptr_t prev_ips[MT_MAX_FRAMES];
     uint32_t prev_nodes[MT_MAX_FRAMES];
+    uintptr_t arena[CACHE_ARENA_WORDS];
 };
 
 static inline bool own_code(uintptr_t ip)
@@ -212,10 +223,63 @@ static inline bool call_site(uintptr_t *ret_ra, uintptr_t *ret_sp)
     return false;
 }
 
-static inline struct cache_entry *cache_slot(struct mti_stack_cache *c, uintptr_t ra, uintptr_t sp)
+static unsigned unwind_with_slots(uintptr_t *ips, uintptr_t *slot, unsigned max);
+
+static inline uint64_t key_hash(uintptr_t ra, uintptr_t sp)
 {
-    uint64_t h = (ra ^ (sp * 0x9e3779b97f4a7c15ull)) * 0xff51afd7ed558ccdull;
-    return &c->e[(h >> 40) % CACHE_ENTRIES];
+    return (ra ^ (sp * 0x9e3779b97f4a7c15ull)) * 0xff51afd7ed558ccdull;
+}
+
+/* Looks the call site up; returns the stack id of a way whose slots all
+ * still hold its frames, or 0. */
+static inline uint32_t cache_lookup(const struct mti_stack_cache *c, uintptr_t ra, uintptr_t sp)
+{
+    const struct cache_way *w = c->set[(key_hash(ra, sp) >> 40) & (CACHE_SETS - 1)];
+    for (unsigned k = 0; k < CACHE_WAYS; k++) {
+        if (w[k].ra != ra || w[k].sp != sp || !w[k].id)
+            continue;
+        const uintptr_t *ips = c->arena + w[k].off, *slot = ips + w[k].n;
+        unsigned i = 1;
+        while (i < w[k].n && *(const uintptr_t *)slot[i] == ips[i])
+            i++;
+        if (i == w[k].n)
+            return w[k].id;
+    }
+    return 0;
+}
+
+/* Called after a miss that unwound to stack `id` with frames ips[0..n). */
+static void cache_learn(struct mti_stack_cache *c, uintptr_t ra, uintptr_t sp, uint32_t id,
+                        const uintptr_t *ips, unsigned n)
+{
+    uint64_t bit = (key_hash(ra, sp) ^ ((uint64_t)id * 0xc4ceb9fe1a85ec53ull)) >> 48;
+    uint64_t mask = 1ull << (bit & 63);
+    if (!(c->seen[bit >> 6] & mask)) {
+        /* Clear the filter before it fills up and lets everything through. */
+        if (++c->seen_count > SEEN_BITS / 8) {
+            memset(c->seen, 0, sizeof(c->seen));
+            c->seen_count = 0;
+        }
+        c->seen[bit >> 6] |= mask;
+        return;
+    }
+    if (c->arena_used + 2 * n > CACHE_ARENA_WORDS) {
+        /* Full: start over (generational flush). */
+        memset(c->set, 0, sizeof(c->set));
+        c->arena_used = 0;
+    }
+    uintptr_t *fr = c->arena + c->arena_used, *slot = fr + n;
+    if (unwind_with_slots(fr, slot, n) != n || memcmp(fr, ips, n * sizeof(uintptr_t)) ||
+        slot[0] != sp - sizeof(uintptr_t))
+        return;
+    unsigned si = (unsigned)(key_hash(ra, sp) >> 40) & (CACHE_SETS - 1);
+    struct cache_way *w = &c->set[si][c->next_way[si]++ % CACHE_WAYS];
+    w->ra = ra;
+    w->sp = sp;
+    w->n = n;
+    w->off = c->arena_used;
+    w->id = id;
+    c->arena_used += 2 * n;
 }
 
 /* Full unwind that also notes where each return address lives. Returns the
@@ -259,19 +323,15 @@ uint32_t mti_stack_capture(void)
     unsigned depth = (unsigned)mti_opt.stack_depth;
     struct mti_thread *th = &mti_self;
     uintptr_t ra = 0, sp = 0;
-    struct cache_entry *ce = NULL;
+    struct mti_stack_cache *c = NULL;
     if (call_site(&ra, &sp)) {
         if (!th->stack_cache)
             th->stack_cache = raw_map(sizeof(struct mti_stack_cache));
-        if (th->stack_cache) {
-            ce = cache_slot(th->stack_cache, ra, sp);
-            if (ce->ra == ra && ce->sp == sp && ce->id) {
-                unsigned i = 1;
-                while (i < ce->n && *(const uintptr_t *)ce->slots[i] == ce->ips[i])
-                    i++;
-                if (i == ce->n)
-                    return ce->id;
-            }
+        c = th->stack_cache;
+        if (c) {
+            uint32_t id = cache_lookup(c, ra, sp);
+            if (id)
+                return id;
         }
     }
 
@@ -286,26 +346,8 @@ uint32_t mti_stack_capture(void)
     if (n > depth)
         n = depth;
     uint32_t id = intern(th->stack_cache, buf + skip, n);
-    if (!ce)
-        return id;
-    if (ce->ra != ra || ce->sp != sp) {
-        ce->ra = ra;
-        ce->sp = sp;
-        ce->id = 0;
-        ce->last_id = id;
-        return id;
-    }
-    /* The same stack twice in a row at this call site and depth: a loop.
-     * Only now pay for the slower unwind that notes the slots. */
-    if (id == ce->last_id) {
-        unsigned m = unwind_with_slots(ce->ips, ce->slots, depth);
-        if (m == n && !memcmp(ce->ips, buf + skip, n * sizeof(uintptr_t)) &&
-            ce->slots[0] == sp - sizeof(uintptr_t)) {
-            ce->n = n;
-            ce->id = id;
-        }
-    }
-    ce->last_id = id;
+    if (c && buf[skip] == ra)
+        cache_learn(c, ra, sp, id, buf + skip, n);
     return id;
 }
 

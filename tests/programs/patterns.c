@@ -1,9 +1,10 @@
 /* Test program with known allocation patterns, run under libmemtrace.so
- * by test-preload.c. `patterns NAME` runs one scenario. Each scenario
- * allocates sizes that nothing else in the process uses (multiples of
- * UNIT plus a small tag), so the test can find exactly its events in the
- * trace even among the C library's own allocations; the expected figures
- * are in test-preload.c next to each scenario's call.
+ * by test-preload.c and under `memtrace run` by test-run.c. `patterns NAME`
+ * runs one scenario. Each scenario allocates sizes that nothing else in the
+ * process uses (multiples of UNIT plus a small tag), so the test can find
+ * exactly its events in the trace even among the C library's own
+ * allocations; the expected figures are in test-preload.c next to each
+ * scenario's call.
  *
  * No stdio on the recorded paths: output goes through write(2). Every block
  * is written to, and pointers escape through `sink`, so the compiler cannot
@@ -261,6 +262,9 @@ static int ends(const char *how)
     }
     if (!strcmp(how, "kill"))
         kill(getpid(), SIGKILL);
+    if (!strcmp(how, "pause")) /* until a signal ends it */
+        for (;;)
+            pause();
     return 100;
 }
 
@@ -288,7 +292,7 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         say("usage: patterns basic|callocs|reallocs|aligned|maps|threads|forks|execs|glibc|"
-            "end-exit|end-_exit|end-abort|end-segv|end-kill|end-exit-thread\n");
+            "end-exit|end-_exit|end-abort|end-segv|end-kill|end-exit-thread|end-pause\n");
         return 2;
     }
     const char *s = argv[1];
