@@ -166,7 +166,7 @@ static uint64_t hash_ips(const uintptr_t *ips, unsigned n)
 /* ---- per-thread cache ------------------------------------------------- */
 
 #define CACHE_SETS 1024 /* power of two */
-#define CACHE_WAYS 4
+#define CACHE_WAYS 16
 #define CACHE_ARENA_WORDS (256u << 10) /* 2 MiB: frames and slots of cached stacks */
 #define SEEN_BITS (1u << 16)
 

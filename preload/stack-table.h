@@ -10,15 +10,17 @@
  * spin lock. If it ever fills, new stacks still get fresh ids, only without
  * deduplication. Thread safety: any thread, guard raised.
  *
- * In front of the unwinder sits a small per-thread cache keyed by the
- * return address into the program and the stack pointer at the call. An
- * entry keeps, for each frame, the stack slot its return address was read
- * from; a hit re-reads those slots and must find the same addresses, so it
- * returns exactly the stack a full unwind would, for the price of a few
- * loads. A key is cached only when two misses in a row at it unwound to the
- * same stack (a loop), so varied stacks pay for unw_backtrace() alone. The slots checked always lie in
- * the calling thread's live stack between the call site and the outermost
- * frame seen at that depth before.
+ * In front of the unwinder sits a per-thread set-associative cache keyed
+ * by the return address into the program and the stack pointer at the
+ * call, with up to 16 stacks per key. A cached stack keeps, for each frame,
+ * the stack slot its return address was read from; a hit re-reads those
+ * slots and must find the same addresses, so it returns exactly the stack a
+ * full unwind would, for the price of a few loads. A stack is cached the
+ * second time it comes up at its key (a one-bit-per-pair filter remembers
+ * the first), so one-off stacks pay for the fast unw_backtrace() alone and
+ * never for the slower unwind that notes slots. The slots checked always
+ * lie in the calling thread's live stack between the call site and the
+ * outermost frame seen at that depth before.
  */
 #ifndef MEMTRACE_PRELOAD_STACK_TABLE_H
 #define MEMTRACE_PRELOAD_STACK_TABLE_H
