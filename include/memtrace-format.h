@@ -121,10 +121,26 @@ struct mt_chunk_hdr {
  * and MUNMAP write absolute addresses and leave it alone); the ip chain
  * belongs to STACK. A zero tag byte is invalid.
  *
- * ALLOC   seq delta, time delta, addr zz delta, size, stack id
- * FREE    seq delta, time delta, addr zz delta
- * MMAP    seq delta, time delta, addr, length, prot, flags, stack id
- * MUNMAP  seq delta, time delta, addr, length
+ * Each field is listed with its stream class in brackets (see "Packed
+ * chunks" below; in a RAW chunk all fields simply follow each other).
+ *
+ * ALLOC   seq delta [SEQ], time delta [TIME], addr zz delta [ADDR],
+ *         size [SIZE], stack id [STACK]
+ * FREE    seq delta [SEQ], time delta [TIME], addr zz delta [ADDR]
+ * MMAP    seq delta [SEQ], time delta [TIME], addr [ADDR], length [SIZE],
+ *         prot [MISC], flags [MISC], stack id [STACK]
+ * MUNMAP  seq delta [SEQ], time delta [TIME], addr [ADDR], length [SIZE]
+ * BLOCK_ALLOC (packed chunks only) seq delta [SEQ], time delta [TIME],
+ *         size [SIZE], stack id [STACK]: an ALLOC whose address was not
+ *         kept; the block it allocates is named by its own seq. Kinds as
+ *         ALLOC.
+ * BLOCK_FREE (packed chunks only) seq delta [SEQ], time delta [TIME],
+ *         this record's seq minus the seq of the allocation it releases
+ *         [REF]. Kinds as FREE, plus MT_FREE_IMPLICIT: the block's address
+ *         was handed out again with no free in between (only in damaged or
+ *         incomplete traces); the block ends at this record, which has the
+ *         seq of the ALLOC that reused the address and comes just before
+ *         it in its chunk.
  * STACK   one node of the call tree: node id, id - parent id (the parent
  *         is 0, the root, or a node with a smaller id), instruction
  *         pointer as a zz delta from the previous STACK record's pointer
@@ -136,16 +152,32 @@ struct mt_chunk_hdr {
  *         site is the instruction before it. Stack id 0: no stack. The
  *         recorder writes paths of at most MT_MAX_FRAMES nodes; readers
  *         that walk a path stop there (a corrupted tree may have cycles).
+ *         Streams: node id [STACK], parent delta [STACK], ip [ADDR].
  * MODULE  kind LOAD: load bias, segment count n, n pairs (start, end) of
  *         mapped address ranges, build-id length + bytes, path length +
- *         bytes. Kind UNLOAD: load bias.
- * RSS     time delta, resident bytes (kind SAMPLE from /proc/self/statm,
- *         kind HWM the kernel's high-water mark VmHWM).
+ *         bytes. Kind UNLOAD: load bias. All fields [MISC].
+ * RSS     time delta [TIME], resident bytes [MISC] (kind SAMPLE from
+ *         /proc/self/statm, kind HWM the kernel's high-water mark VmHWM).
  * PROCESS pid, ppid, exe length + bytes, argv length + bytes (arguments
- *         separated by NUL bytes).
- * END     time delta, kind = how the process ended (enum mt_end_kind),
- *         status (exit code).
- * LOST    count of events not recorded (recorder stopped: disk full, ...).
+ *         separated by NUL bytes). All fields [MISC].
+ * END     time delta [TIME], kind = how the process ended (enum
+ *         mt_end_kind), status (exit code) [MISC].
+ * LOST    count of events not recorded (recorder stopped: disk full, ...)
+ *         [MISC].
+ *
+ * Packed chunks. The decompressed payload of a ZSTD chunk is not one run of
+ * records but MT_STREAM_COUNT streams, in the order of enum mt_stream, each
+ * preceded by its byte length as a varint: TAG holds the tag bytes, and
+ * each other stream the fields of its class, record after record. A reader
+ * decodes a packed chunk like a RAW one, taking the tag from TAG and each
+ * field from the stream of its class (byte strings included, with their
+ * length, in MISC); deltas chain exactly as in a RAW chunk. A packed chunk
+ * is malformed if any stream is not used up exactly. Like with like (sizes
+ * with sizes, times with times) compresses far better than interleaved
+ * records. `memtrace pack` also drops the addresses of heap blocks, which
+ * nothing downstream needs once each free names its allocation: it writes
+ * BLOCK_ALLOC and BLOCK_FREE for ALLOC and FREE, and keeps FREE (with its
+ * address) only for a free of a block whose allocation is not in the trace.
  */
 
 enum mt_rec_type {
@@ -159,6 +191,21 @@ enum mt_rec_type {
     MT_REC_PROCESS = 8,
     MT_REC_END = 9,
     MT_REC_LOST = 10,
+    MT_REC_BLOCK_ALLOC = 11, /* packed chunks only */
+    MT_REC_BLOCK_FREE = 12,  /* packed chunks only */
+};
+
+/* Stream classes of packed chunks, in payload order. */
+enum mt_stream {
+    MT_STREAM_TAG = 0,
+    MT_STREAM_SEQ = 1,
+    MT_STREAM_TIME = 2,
+    MT_STREAM_ADDR = 3,
+    MT_STREAM_SIZE = 4,
+    MT_STREAM_STACK = 5,
+    MT_STREAM_REF = 6,
+    MT_STREAM_MISC = 7,
+    MT_STREAM_COUNT = 8
 };
 
 /* Kinds of ALLOC: the entry point that allocated. */
@@ -179,6 +226,7 @@ enum mt_alloc_kind {
 enum mt_free_kind {
     MT_FREE_FREE = 0,
     MT_FREE_REALLOC = 1, /* the old block of a realloc (moved, shrunk, size 0) */
+    MT_FREE_IMPLICIT = 2, /* BLOCK_FREE only: address reused without a free */
 };
 
 /* Kinds of MMAP and MUNMAP. */

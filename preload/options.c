@@ -16,7 +16,7 @@ struct mti_options mti_opt = {
     .mmap = true,
     .stack_depth = 64,
     .rss_interval_ms = 10,
-    .time_shift = 0,
+    .time_shift = 10,
     .verbose = false,
     .enabled = true,
 };
