@@ -182,10 +182,12 @@ struct cache_way {
 struct mti_stack_cache {
     struct cache_way set[CACHE_SETS][CACHE_WAYS];
     uint8_t next_way[CACHE_SETS];
-    /* One bit per (call site, depth, stack) seen once: a stack is cached
-     * the second time it comes up at a key, so one-offs never pay for the
+    /* Two bits per (call site, depth, stack): seen once, seen twice. A
+     * stack is cached the third time it comes up at a key, so stacks that
+     * occur once or twice (most of a program's start-up) never pay for the
      * slower unwind that notes slots. */
     uint64_t seen[SEEN_BITS / 64];
+    uint64_t seen2[SEEN_BITS / 64];
     uint32_t seen_count; /* bits set since the filter was last cleared */
     uint32_t arena_used;
     /* The thread's previous new-to-the-cache stack, outermost frame first,
@@ -258,9 +260,14 @@ static void cache_learn(struct mti_stack_cache *c, uintptr_t ra, uintptr_t sp, u
         /* Clear the filter before it fills up and lets everything through. */
         if (++c->seen_count > SEEN_BITS / 8) {
             memset(c->seen, 0, sizeof(c->seen));
+            memset(c->seen2, 0, sizeof(c->seen2));
             c->seen_count = 0;
         }
         c->seen[bit >> 6] |= mask;
+        return;
+    }
+    if (!(c->seen2[bit >> 6] & mask)) {
+        c->seen2[bit >> 6] |= mask;
         return;
     }
     if (c->arena_used + 2 * n > CACHE_ARENA_WORDS) {

@@ -16,9 +16,9 @@
  * the stack slot its return address was read from; a hit re-reads those
  * slots and must find the same addresses, so it returns exactly the stack a
  * full unwind would, for the price of a few loads. A stack is cached the
- * second time it comes up at its key (a one-bit-per-pair filter remembers
- * the first), so one-off stacks pay for the fast unw_backtrace() alone and
- * never for the slower unwind that notes slots. The slots checked always
+ * third time it comes up at its key (a filter remembers the first two), so
+ * stacks that occur once or twice pay for the fast unw_backtrace() alone
+ * and never for the slower unwind that notes slots. The slots checked always
  * lie in the calling thread's live stack between the call site and the
  * outermost frame seen at that depth before.
  */
