@@ -410,3 +410,57 @@ Test(preload, full_disk_stops_recording_once)
         mt_report_destroy(&rep);
     }
 }
+
+/* Code loaded with dlopen is in the module map before any stack that runs
+ * through it, and its unloading is written too. */
+Test(preload, dlopened_library_is_in_the_module_map)
+{
+    static char pre[600], out[600];
+    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", env_or_die("MEMTRACE_TEST_LIB"));
+    snprintf(out, sizeof(out), "MEMTRACE_OUTPUT=%s/t.bin", tmpdir);
+    const char *envs[] = { pre, out, "MEMTRACE_SESSION=", NULL };
+    char *argv[] = { (char *)env_or_die("MEMTRACE_TEST_PATTERNS"), "dlopen",
+                     (char *)env_or_die("MEMTRACE_TEST_PLUGIN"), NULL };
+    expect_exit(run_with(argv, envs), 0);
+
+    struct mt_reader *r;
+    struct mt_error err = { "" };
+    cr_assert_eq(mt_reader_open(trace_path("t.bin"), &r, &err), 0, "%s", err.msg);
+    static uint64_t node_ip[1 << 16];
+    uint64_t bias = 0, lo[MT_MAX_SEGMENTS], hi[MT_MAX_SEGMENTS], stack = 0;
+    unsigned nseg = 0, loads = 0, order = 0, load_at = 0, alloc_at = 0, unload_at = 0;
+    struct mt_record rec;
+    int rc;
+    while ((rc = mt_reader_next(r, &rec)) > 0) {
+        order++;
+        if (rec.type == MT_REC_STACK && rec.stack_id < (1u << 16)) {
+            node_ip[rec.stack_id] = rec.ip;
+        } else if (rec.type == MT_REC_MODULE && rec.kind == MT_MODULE_LOAD && rec.path_len > 14 &&
+                   !memcmp(rec.path + rec.path_len - 14, "libmtplugin.so", 14)) {
+            loads++;
+            load_at = order;
+            bias = rec.bias;
+            nseg = rec.nsegs;
+            for (unsigned i = 0; i < nseg; i++) {
+                lo[i] = rec.segs[i][0];
+                hi[i] = rec.segs[i][1];
+            }
+        } else if (rec.type == MT_REC_MODULE && rec.kind == MT_MODULE_UNLOAD && loads && rec.bias == bias) {
+            unload_at = order;
+        } else if (rec.type == MT_REC_ALLOC && rec.size == 11 * U + 29) {
+            stack = rec.stack_id;
+            alloc_at = order;
+        }
+    }
+    cr_assert_eq(rc, 0, "%s", mt_reader_error(r));
+    mt_reader_close(r);
+    cr_assert_eq(loads, 1, "the plugin was written %u times", loads);
+    cr_assert(alloc_at && stack && stack < (1u << 16));
+    cr_expect_lt(load_at, alloc_at, "the module record comes before the allocation");
+    uint64_t ip = node_ip[stack];
+    bool inside = false;
+    for (unsigned i = 0; i < nseg; i++)
+        inside |= ip - 1 >= lo[i] && ip - 1 < hi[i];
+    cr_expect(inside, "frame 0 (0x%lx) is not in the plugin", (unsigned long)ip);
+    cr_expect_gt(unload_at, alloc_at, "the unloading was not written after the allocation");
+}

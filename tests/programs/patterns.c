@@ -13,6 +13,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -288,10 +289,30 @@ static int glibc(void)
     return 0;
 }
 
+/* dlopen: load the plugin (argv path), let it allocate 11U+29 and free it,
+ * unload it, then allocate once more after the RSS interval (the next tick
+ * notices the unload). */
+static int dlopens(const char *path)
+{
+    void *h = dlopen(path, RTLD_NOW);
+    if (!h)
+        return 3;
+    void *(*plugin_alloc)(size_t) = (void *(*)(size_t))dlsym(h, "plugin_alloc");
+    if (!plugin_alloc)
+        return 4;
+    void *p = plugin_alloc(11 * UNIT + 29);
+    free(p);
+    if (dlclose(h))
+        return 5;
+    usleep(50000);
+    free(xmalloc(12 * UNIT + 31));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        say("usage: patterns basic|callocs|reallocs|aligned|maps|threads|forks|execs|glibc|"
+        say("usage: patterns basic|callocs|reallocs|aligned|maps|threads|forks|execs|glibc|dlopen LIB|"
             "end-exit|end-_exit|end-abort|end-segv|end-kill|end-exit-thread|end-pause\n");
         return 2;
     }
@@ -314,6 +335,8 @@ int main(int argc, char **argv)
         return execs(argv[0]);
     if (!strcmp(s, "glibc"))
         return glibc();
+    if (!strcmp(s, "dlopen") && argc > 2)
+        return dlopens(argv[2]);
     if (!strncmp(s, "end-", 4))
         return ends(s + 4);
     return 2;
