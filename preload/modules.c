@@ -2,6 +2,7 @@
  * MAX_MODULES objects, further ones are written but not tracked for
  * unloading. */
 #include "modules.h"
+#include "loader-lock.h"
 #include "recorder.h"
 
 #include <elf.h>
@@ -159,10 +160,13 @@ static void sync_locked(bool force)
 
 void mti_modules_sync(bool force)
 {
-    if (!mti_trylock(&modules_lock))
+    if (!mti_loader_enter())
         return;
-    sync_locked(force);
-    mti_unlock(&modules_lock);
+    if (mti_trylock(&modules_lock)) {
+        sync_locked(force);
+        mti_unlock(&modules_lock);
+    }
+    mti_loader_leave();
 }
 
 static int read_counters(struct dl_phdr_info *info, size_t size, void *arg)
@@ -175,13 +179,16 @@ static int read_counters(struct dl_phdr_info *info, size_t size, void *arg)
 
 void mti_modules_poll(void)
 {
-    if (!mti_trylock(&modules_lock))
+    if (!mti_loader_enter())
         return;
-    unsigned long long c[2] = { 0, 0 };
-    dl_iterate_phdr(read_counters, c);
-    if (scanned && (c[0] != last_adds || c[1] != last_subs))
-        sync_locked(false);
-    mti_unlock(&modules_lock);
+    if (mti_trylock(&modules_lock)) {
+        unsigned long long c[2] = { 0, 0 };
+        dl_iterate_phdr(read_counters, c);
+        if (scanned && (c[0] != last_adds || c[1] != last_subs))
+            sync_locked(false);
+        mti_unlock(&modules_lock);
+    }
+    mti_loader_leave();
 }
 
 static bool covered(uintptr_t ip)
@@ -201,6 +208,7 @@ static bool covered(uintptr_t ip)
 
 void mti_modules_check(const uintptr_t *ips, unsigned n)
 {
+    /* Called from the unwinding path, inside the fork gate already. */
     if (!mti_trylock(&modules_lock))
         return;
     for (unsigned i = 0; scanned && i < n; i++) {

@@ -18,6 +18,7 @@
 /* Both mmap and mmap64 are defined here; with 64-bit file offsets forced
  * (meson does), the headers would rename one onto the other. */
 #undef _FILE_OFFSET_BITS
+#include "loader-lock.h"
 #include "log.h"
 #include "options.h"
 #include "recorder.h"
@@ -136,7 +137,7 @@ static void init(void)
         mti_stack_table_init();
         if (mti_recorder_init() == 0) {
             on_exit(at_exit, NULL);
-            pthread_atfork(NULL, NULL, after_fork_child);
+            pthread_atfork(mti_loader_prepare_fork, mti_loader_parent_after_fork, after_fork_child);
         }
     }
     atomic_store(&init_state, 2);

@@ -13,6 +13,7 @@
  */
 #include "recorder.h"
 #include "clock.h"
+#include "loader-lock.h"
 #include "log.h"
 #include "modules.h"
 #include "options.h"
@@ -693,6 +694,7 @@ int mti_recorder_init(void)
 {
     page_size = (uint32_t)sysconf(_SC_PAGESIZE);
     mti_clock_init();
+    mti_loader_lock_init();
     time_shift = (unsigned)mti_opt.time_shift;
     pthread_key_create(&exit_key, thread_exit);
 
@@ -734,6 +736,7 @@ void mti_recorder_after_fork(void)
     /* Only this thread exists now; whoever held a lock in the parent is
      * gone, and every table refers to the parent's file. */
     atomic_store(&file_lock, 0);
+    mti_loader_child_after_fork();
     if (fd >= 0)
         close(fd);
     fd = -1;

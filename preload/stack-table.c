@@ -2,6 +2,7 @@
  * from malloc, so the table works inside any allocator call. */
 #define UNW_LOCAL_ONLY
 #include "stack-table.h"
+#include "loader-lock.h"
 #include "modules.h"
 #include "options.h"
 #include "recorder.h"
@@ -342,19 +343,24 @@ uint32_t mti_stack_capture(void)
         }
     }
 
+    /* libunwind may call dl_iterate_phdr: pass the fork gate. */
+    if (!mti_loader_enter())
+        return 0;
     uintptr_t buf[MT_MAX_FRAMES + OWN_FRAMES_MAX];
     int got = unw_backtrace((void **)buf, (int)depth + OWN_FRAMES_MAX);
     unsigned skip = 0;
     while (skip < (unsigned)(got > 0 ? got : 0) && own_code(buf[skip]))
         skip++;
-    if (got <= 0 || (unsigned)got <= skip)
-        return 0;
-    unsigned n = (unsigned)got - skip;
-    if (n > depth)
-        n = depth;
-    uint32_t id = intern(th->stack_cache, buf + skip, n);
-    if (c && buf[skip] == ra)
-        cache_learn(c, ra, sp, id, buf + skip, n);
+    uint32_t id = 0;
+    if (got > 0 && (unsigned)got > skip) {
+        unsigned n = (unsigned)got - skip;
+        if (n > depth)
+            n = depth;
+        id = intern(th->stack_cache, buf + skip, n);
+        if (c && buf[skip] == ra)
+            cache_learn(c, ra, sp, id, buf + skip, n);
+    }
+    mti_loader_leave();
     return id;
 }
 

@@ -137,22 +137,22 @@ static struct sized sized_events(const char *path, uint64_t size)
     struct mt_error err = { "" };
     cr_assert_eq(mt_reader_open(path, &r, &err), 0, "%s", err.msg);
     struct sized s = { 0, 0, 0, 0 };
-    static uint64_t addrs[70000];
+    static uint64_t blocks[70000];
     size_t n = 0;
     struct mt_record rec;
     int rc;
     while ((rc = mt_reader_next(r, &rec)) > 0) {
         if (rec.type == MT_REC_ALLOC && rec.size == size) {
-            cr_assert_lt(n, sizeof(addrs) / sizeof(addrs[0]));
-            addrs[n++] = rec.addr;
+            cr_assert_lt(n, sizeof(blocks) / sizeof(blocks[0]));
+            blocks[n++] = rec.block;
             s.allocs++;
             s.live++;
             if (s.live > s.peak)
                 s.peak = s.live;
         } else if (rec.type == MT_REC_FREE) {
             for (size_t i = 0; i < n; i++) {
-                if (addrs[i] == rec.addr) {
-                    addrs[i] = addrs[--n];
+                if (blocks[i] == rec.block) {
+                    blocks[i] = blocks[--n];
                     s.frees++;
                     s.live--;
                     break;
@@ -463,4 +463,19 @@ Test(preload, dlopened_library_is_in_the_module_map)
         inside |= ip - 1 >= lo[i] && ip - 1 < hi[i];
     cr_expect(inside, "frame 0 (0x%lx) is not in the plugin", (unsigned long)ip);
     cr_expect_gt(unload_at, alloc_at, "the unloading was not written after the allocation");
+}
+
+/* Forks while other threads allocate and load and unload a library: no
+ * child hangs or crashes, and every child's trace holds its allocation. */
+Test(preload, fork_while_threads_allocate_and_dlopen)
+{
+    expect_exit(run_pattern("fork-storm", NULL), 0);
+    char child[64][512];
+    int n = find_child_traces(child, 64);
+    cr_assert_eq(n, 50, "%d child traces", n);
+    for (int i = 0; i < n; i++) {
+        struct sized s = sized_events(child[i], 13 * U + 37);
+        cr_expect_eq(s.allocs, 1, "%s", child[i]);
+        cr_expect_eq(s.frees, 1, "%s", child[i]);
+    }
 }

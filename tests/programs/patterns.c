@@ -289,6 +289,51 @@ static int glibc(void)
     return 0;
 }
 
+/* Fork while eight threads allocate and dlopen/dlclose a library: every
+ * child allocates 13U+37 once and exits with k % 3; no child may hang or
+ * crash (the loader's lock may be held by a parent thread at fork). */
+static volatile int storm_stop;
+
+static void *storm_worker(void *arg __attribute__((unused)))
+{
+    while (!storm_stop) {
+        void *p[16];
+        for (int i = 0; i < 16; i++)
+            p[i] = xmalloc(16 + (size_t)i * 100);
+        for (int i = 0; i < 16; i++)
+            free(p[i]);
+        void *h = dlopen("libm.so.6", RTLD_NOW);
+        if (h)
+            dlclose(h);
+    }
+    return NULL;
+}
+
+static int fork_storm(void)
+{
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++)
+        if (pthread_create(&t[i], NULL, storm_worker, NULL))
+            abort();
+    int bad = 0;
+    for (int k = 0; k < 50; k++) {
+        pid_t pid = fork();
+        if (pid < 0)
+            abort();
+        if (pid == 0) {
+            free(xmalloc(13 * UNIT + 37));
+            _exit(k % 3);
+        }
+        int status;
+        waitpid(pid, &status, 0);
+        bad += !WIFEXITED(status) || WEXITSTATUS(status) != k % 3;
+    }
+    storm_stop = 1;
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    return bad ? 1 : 0;
+}
+
 /* dlopen: load the plugin (argv path), let it allocate 11U+29 and free it,
  * unload it, then allocate once more after the RSS interval (the next tick
  * notices the unload). */
@@ -312,7 +357,7 @@ static int dlopens(const char *path)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        say("usage: patterns basic|callocs|reallocs|aligned|maps|threads|forks|execs|glibc|dlopen LIB|"
+        say("usage: patterns basic|callocs|reallocs|aligned|maps|threads|forks|execs|glibc|dlopen LIB|fork-storm|"
             "end-exit|end-_exit|end-abort|end-segv|end-kill|end-exit-thread|end-pause\n");
         return 2;
     }
@@ -335,6 +380,8 @@ int main(int argc, char **argv)
         return execs(argv[0]);
     if (!strcmp(s, "glibc"))
         return glibc();
+    if (!strcmp(s, "fork-storm"))
+        return fork_storm();
     if (!strcmp(s, "dlopen") && argc > 2)
         return dlopens(argv[2]);
     if (!strncmp(s, "end-", 4))
