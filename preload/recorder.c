@@ -56,6 +56,8 @@ static atomic_uint gen = 1;
 /* The output file; everything below is guarded by file_lock. */
 static mti_lock_t file_lock;
 static int fd = -1;
+static dev_t fd_dev;  /* identity of the trace file behind fd */
+static ino_t fd_ino;
 static bool file_failed;
 static uint64_t file_end;
 static char out_path[PATH_MAX];  /* this process's trace file */
@@ -71,7 +73,6 @@ static pthread_key_t exit_key;
 
 /* RSS sampling: whoever passes `next_rss` first takes the sample. */
 static atomic_uint_fast64_t next_rss;
-static int statm_fd = -1;
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -218,6 +219,11 @@ static int open_file_locked(void)
     if (ofd < 0)
         return -errno;
     fd = ofd;
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+        fd_dev = st.st_dev;
+        fd_ino = st.st_ino;
+    }
 
     struct mt_file_hdr h;
     memset(&h, 0, sizeof(h));
@@ -251,6 +257,27 @@ static int open_file_locked(void)
     file_end = page_size;
     if (mti_opt.verbose)
         mti_log("tracing pid %u into %s", (unsigned)getpid(), out_path);
+    return 0;
+}
+
+/* Called with file_lock held, before fd is used. Programs that close every
+ * descriptor (daemons, the child side of subprocess) may have closed ours,
+ * and its number may now name one of their files: never write through it
+ * then. Reopen the trace by name instead (the mappings already made keep
+ * the file itself alive). */
+static int check_fd_locked(void)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_dev == fd_dev && st.st_ino == fd_ino)
+        return 0;
+    int nfd = open(out_path, O_RDWR | O_CLOEXEC);
+    if (nfd < 0)
+        return -errno;
+    if (fstat(nfd, &st) != 0 || st.st_dev != fd_dev || st.st_ino != fd_ino) {
+        close(nfd);
+        return -ESTALE; /* the trace was replaced or removed */
+    }
+    fd = nfd;
     return 0;
 }
 
@@ -341,6 +368,13 @@ static bool new_chunk(struct mti_thread *th, size_t need)
             return false;
         }
         th->intro_pending = true;
+    } else {
+        int r = check_fd_locked();
+        if (r < 0) {
+            fail_locked("lost the trace file", r);
+            mti_unlock(&file_lock);
+            return false;
+        }
     }
     uint64_t off = 0;
     for (unsigned i = 0; i < n_free_regions; i++) {
@@ -432,6 +466,7 @@ static void thread_exit(void *arg)
 /* ---- RSS ------------------------------------------------------------------ */
 
 static void emit_rss(unsigned kind, uint64_t time, uint64_t bytes);
+static ssize_t read_small_file(const char *path, char *buf, size_t size);
 
 static void sample_rss(uint64_t time)
 {
@@ -440,8 +475,10 @@ static void sample_rss(uint64_t time)
     if (!atomic_compare_exchange_strong(&next_rss, &due, next))
         return;
     mti_clock_calibrate();
+    /* Opened each time: a descriptor kept open could be closed, and its
+     * number reused, by a program that closes all its files. */
     char buf[128];
-    ssize_t n = statm_fd >= 0 ? pread(statm_fd, buf, sizeof(buf) - 1, 0) : -1;
+    ssize_t n = read_small_file("/proc/self/statm", buf, sizeof(buf) - 1);
     if (n > 0) {
         buf[n] = 0;
         unsigned long size, resident;
@@ -685,9 +722,6 @@ static void start_clock(void)
 {
     start_ns = mti_clock_gettime_ns();
     atomic_store(&next_rss, 0);
-    if (statm_fd >= 0)
-        close(statm_fd);
-    statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
 }
 
 int mti_recorder_init(void)
