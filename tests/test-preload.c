@@ -479,3 +479,21 @@ Test(preload, fork_while_threads_allocate_and_dlopen)
         cr_expect_eq(s.frees, 1, "%s", child[i]);
     }
 }
+
+/* The program closes every descriptor and reuses the trace's number for a
+ * file of its own: that file gets only what the program writes, and the
+ * trace keeps everything. */
+Test(preload, program_closing_all_descriptors)
+{
+    static char pre[600], out[600], victim[600];
+    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", env_or_die("MEMTRACE_TEST_LIB"));
+    snprintf(out, sizeof(out), "MEMTRACE_OUTPUT=%s/t.bin", tmpdir);
+    snprintf(victim, sizeof(victim), "%s/victim", tmpdir);
+    const char *envs[] = { pre, out, "MEMTRACE_SESSION=", NULL };
+    char *argv[] = { (char *)env_or_die("MEMTRACE_TEST_PATTERNS"), "close-fds", victim, NULL };
+    expect_exit(run_with(argv, envs), 0);
+    cr_expect_str_eq(slurp("victim"), "victim\n");
+    struct sized s = sized_events(trace_path("t.bin"), 14 * U + 41);
+    cr_expect_eq(s.allocs, 50000);
+    cr_expect_eq(s.frees, 50000);
+}

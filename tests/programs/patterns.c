@@ -334,6 +334,25 @@ static int fork_storm(void)
     return bad ? 1 : 0;
 }
 
+/* Close every descriptor (as daemons and subprocess children do), open a
+ * file of our own (it gets the trace's old number), allocate 50000 blocks
+ * of 14U+41, and write one line to the file: memtrace must neither write
+ * into that file nor lose the allocations. */
+static int close_fds(const char *victim)
+{
+    for (int f = 3; f < 1024; f++)
+        close(f);
+    int fd = open(victim, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return 3;
+    for (int i = 0; i < 50000; i++)
+        free(xmalloc(14 * UNIT + 41));
+    if (write(fd, "victim\n", 7) != 7)
+        return 4;
+    close(fd);
+    return 0;
+}
+
 /* dlopen: load the plugin (argv path), let it allocate 11U+29 and free it,
  * unload it, then allocate once more after the RSS interval (the next tick
  * notices the unload). */
@@ -357,7 +376,7 @@ static int dlopens(const char *path)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        say("usage: patterns basic|callocs|reallocs|aligned|maps|threads|forks|execs|glibc|dlopen LIB|fork-storm|"
+        say("usage: patterns basic|callocs|reallocs|aligned|maps|threads|forks|execs|glibc|dlopen LIB|fork-storm|close-fds FILE|"
             "end-exit|end-_exit|end-abort|end-segv|end-kill|end-exit-thread|end-pause\n");
         return 2;
     }
@@ -380,6 +399,8 @@ int main(int argc, char **argv)
         return execs(argv[0]);
     if (!strcmp(s, "glibc"))
         return glibc();
+    if (!strcmp(s, "close-fds") && argc > 2)
+        return close_fds(argv[2]);
     if (!strcmp(s, "fork-storm"))
         return fork_storm();
     if (!strcmp(s, "dlopen") && argc > 2)
