@@ -1,9 +1,10 @@
-/* live-table: open-addressing hash map addr -> (size, stack id, time).
+/* live-table: open-addressing hash map key -> value (see live-table.h).
  *
- * Invariants: slots[i].addr == 0 means slot i is empty; every stored key k
+ * Invariants: slots[i].key == 0 means slot i is empty; every stored key k
  * sits in the probe run that starts at home(k) with no empty slot between
  * home(k) and its slot (kept by backward-shift deletion); count <= 70% of
- * capacity. Fibonacci hashing spreads the low-entropy (aligned) addresses.
+ * capacity. Fibonacci hashing spreads low-entropy keys (aligned
+ * addresses, consecutive seqs).
  * Not thread-safe.
  */
 #include "live-table.h"
@@ -14,9 +15,9 @@
 
 #define MTI_LT_MIN_BITS 10
 
-static inline size_t lt_home(const struct mt_live_table *t, uint64_t addr)
+static inline size_t lt_home(const struct mt_live_table *t, uint64_t key)
 {
-    return (size_t)((addr * 0x9E3779B97F4A7C15ull) >> t->shift);
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> t->shift);
 }
 
 void mt_live_table_init(struct mt_live_table *t)
@@ -47,10 +48,10 @@ static int lt_grow(struct mt_live_table *t)
     t->mask = cap - 1;
     t->shift = 64 - bits;
     for (size_t i = 0; i < old_cap; i++) {
-        if (!old[i].addr)
+        if (!old[i].key)
             continue;
-        size_t j = lt_home(t, old[i].addr);
-        while (slots[j].addr)
+        size_t j = lt_home(t, old[i].key);
+        while (slots[j].key)
             j = (j + 1) & t->mask;
         slots[j] = old[i];
     }
@@ -61,7 +62,7 @@ static int lt_grow(struct mt_live_table *t)
 int mt_live_table_insert(struct mt_live_table *t, const struct mt_live_entry *e,
                          struct mt_live_entry *old)
 {
-    if (e->addr == 0) {
+    if (e->key == 0) {
         if (t->has_zero) {
             if (old)
                 *old = t->zero;
@@ -78,16 +79,16 @@ int mt_live_table_insert(struct mt_live_table *t, const struct mt_live_entry *e,
         if (rc < 0)
             return rc;
     }
-    size_t i = lt_home(t, e->addr);
+    size_t i = lt_home(t, e->key);
     for (;;) {
         struct mt_live_entry *s = &t->slots[i];
-        if (s->addr == e->addr) {
+        if (s->key == e->key) {
             if (old)
                 *old = *s;
             *s = *e;
             return 1;
         }
-        if (!s->addr) {
+        if (!s->key) {
             *s = *e;
             t->count++;
             return 0;
@@ -96,26 +97,26 @@ int mt_live_table_insert(struct mt_live_table *t, const struct mt_live_entry *e,
     }
 }
 
-struct mt_live_entry *mt_live_table_find(struct mt_live_table *t, uint64_t addr)
+struct mt_live_entry *mt_live_table_find(struct mt_live_table *t, uint64_t key)
 {
-    if (addr == 0)
+    if (key == 0)
         return t->has_zero ? &t->zero : NULL;
     if (!t->slots)
         return NULL;
-    size_t i = lt_home(t, addr);
+    size_t i = lt_home(t, key);
     for (;;) {
         struct mt_live_entry *s = &t->slots[i];
-        if (s->addr == addr)
+        if (s->key == key)
             return s;
-        if (!s->addr)
+        if (!s->key)
             return NULL;
         i = (i + 1) & t->mask;
     }
 }
 
-int mt_live_table_remove(struct mt_live_table *t, uint64_t addr, struct mt_live_entry *out)
+int mt_live_table_remove(struct mt_live_table *t, uint64_t key, struct mt_live_entry *out)
 {
-    if (addr == 0) {
+    if (key == 0) {
         if (!t->has_zero)
             return 0;
         if (out)
@@ -124,7 +125,7 @@ int mt_live_table_remove(struct mt_live_table *t, uint64_t addr, struct mt_live_
         t->count--;
         return 1;
     }
-    struct mt_live_entry *s = mt_live_table_find(t, addr);
+    struct mt_live_entry *s = mt_live_table_find(t, key);
     if (!s)
         return 0;
     if (out)
@@ -133,9 +134,9 @@ int mt_live_table_remove(struct mt_live_table *t, uint64_t addr, struct mt_live_
     size_t j = i;
     for (;;) {
         j = (j + 1) & t->mask;
-        if (!t->slots[j].addr)
+        if (!t->slots[j].key)
             break;
-        size_t h = lt_home(t, t->slots[j].addr);
+        size_t h = lt_home(t, t->slots[j].key);
         /* The entry at j may move back to the hole at i unless its home lies
          * cyclically in (i, j]. */
         bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
@@ -144,7 +145,7 @@ int mt_live_table_remove(struct mt_live_table *t, uint64_t addr, struct mt_live_
             i = j;
         }
     }
-    t->slots[i].addr = 0;
+    t->slots[i].key = 0;
     t->count--;
     return 1;
 }
@@ -162,7 +163,7 @@ bool mt_live_table_next(const struct mt_live_table *t, size_t *cursor, struct mt
         c = 1;
     }
     for (size_t i = c - 1; i < cap; i++) {
-        if (t->slots[i].addr) {
+        if (t->slots[i].key) {
             *out = t->slots[i];
             *cursor = i + 2;
             return true;

@@ -12,21 +12,24 @@
  *
  * Iterate: every non-empty data chunk is a sorted run of its own (its
  * delta state starts afresh, and seqs within it do not decrease). The
- * runs are merged in two tiers: `order` lists the chunks by (seq_base, file
- * offset) -- the rank of a chunk -- and is consumed front to back; a binary
- * min-heap holds the active chunks (cursors) keyed by (seq, tie), tie =
- * nonevent << 63 | rank << 32 | cursor, so at equal seq events come before
- * non-event records and chunks break ties by rank. A pending chunk is
- * keyed by (seq_base, nonevent, rank), a lower bound of every record in it
- * given that its events have seq > seq_base (the recorder's seq_base is the
- * thread's last seq, and seqs start at 1), and is only activated (read,
- * CRC-checked, decompressed) when that key is below the heap's minimum, so
- * the merge stays exact while chunks are read lazily. (A file breaking that
- * rule is still read; such an event may just sort after a non-event record
- * of another chunk with the same key.) Chunks are not grouped by tid: a
- * thread's chunks need not be in file order (the recorder reuses FREE
- * space) and a tid can be reused by a later thread whose chunks restart at
- * seq_base 0.
+ * runs are merged in two tiers: `order` lists the chunks by (seq_base, tid,
+ * file offset) -- the rank of a chunk -- and is consumed front to back; a
+ * binary min-heap holds the active chunks (cursors) keyed by (seq, tie),
+ * tie = nonevent << 63 | rank << 32 | cursor, so at equal seq events come
+ * before non-event records and chunks break ties by rank. The tid comes
+ * before the file offset so that file offsets only order chunks of one
+ * seq_base and tid (pack writes chunks in the order they complete, keeping
+ * just those in their order). A
+ * pending chunk is keyed by (seq_base, nonevent, rank), a lower bound of
+ * every record in it given that its events have seq > seq_base (the
+ * recorder's seq_base is the thread's last seq, and seqs start at 1), and
+ * is only activated (read, CRC-checked, decompressed) when that key is
+ * below the heap's minimum, so the merge stays exact while chunks are read
+ * lazily. (A file breaking that rule is still read; such an event may just
+ * sort after a non-event record of another chunk with the same key.)
+ * Chunks are not grouped by tid: a thread's chunks need not be in file
+ * order (the recorder reuses FREE space) and a tid can be reused by a later
+ * thread whose chunks restart at seq_base 0.
  *
  * Parking: a thread's first chunk has seq_base 0, so it is activated at the
  * start even if its first event comes much later. When an active chunk's
@@ -35,6 +38,23 @@
  * it is read again when its key reaches the top. This keeps the number of
  * loaded chunks to those overlapping in seq, at the cost of reading a chunk
  * twice now and then (at most once per MTI_PARK_GAP seqs).
+ *
+ * Streams: a cursor reads through MT_STREAM_COUNT positions, one per field
+ * class. For a RAW chunk only position 0 is used (every class reads the
+ * one run of records); for a packed (ZSTD) chunk the payload is split at
+ * load into its streams (lengths checked to tile the payload exactly) and
+ * class c reads position c. decode() is written once over a `packed`
+ * constant, so each chunk kind gets its own specialised copy and RAW
+ * decoding keeps a single pointer in a register. A packed chunk ends when
+ * its TAG stream does, and then every other stream must be used up too.
+ *
+ * Heap normalization (see reader.h): BLOCK_ALLOC / BLOCK_FREE are turned
+ * into ALLOC / FREE with their block (REF gives the allocation's seq);
+ * ALLOC / FREE with an address go through `blocks`, a live-table address
+ * -> block updated in merged order. An ALLOC at a live address is decoded
+ * whole, kept in `pending`, and preceded by the IMPLICIT free of the old
+ * block it makes up; the next call returns the pending ALLOC before
+ * touching the heap (it is the top of the merge anyway).
  *
  * Seq deltas are added modulo 2^64: a record whose seq was taken before a
  * nested event's (a signal handler allocating in between) has a delta that
@@ -46,7 +66,9 @@
  *
  * Memory: the index and order (one entry per chunk each), the cursors of
  * active chunks, a pool of at most MTI_POOL payload buffers, one buffer for
- * compressed input, a zstd context.
+ * compressed input, a zstd context, and the address map (one entry per live
+ * heap block that has an address: RAW traces only, unless pack kept
+ * addresses).
  * Every length read from the file is checked against the chunk and file
  * bounds or an MT_MAX_* limit before it is used, and every varint read is
  * bounds-checked, so no input makes the reader read out of bounds or
@@ -93,19 +115,23 @@ struct mti_chunk {
     bool cut;
 };
 
-/* An active chunk. */
+/* An active chunk. RAW: p[0]..end[0] is the rest of the payload and the
+ * other positions are unused; packed: p[c]..end[c] is the rest of stream c
+ * (p[MT_STREAM_TAG] the next record's tag). */
 struct mti_cursor {
-    const uint8_t *p;   /* next record (loaded) */
-    const uint8_t *end; /* end of valid payload */
+    const uint8_t *p[MT_STREAM_COUNT];   /* loaded: next byte of each stream */
+    const uint8_t *end[MT_STREAM_COUNT];
     uint8_t *buf;       /* payload buffer (from the pool), or NULL */
     size_t cap;
     uint64_t seq;       /* running delta state */
     uint64_t time;
     uint64_t addr;
     uint64_t ip;        /* of the last STACK record */
-    uint64_t park_off;  /* parked: payload offset of the next record */
+    uint64_t park_off[MT_STREAM_COUNT]; /* parked: buffer offsets of p[] */
+    uint64_t tag_base;  /* payload offset of the TAG stream (records count) */
     uint32_t chunk;
     uint32_t rank;
+    bool packed;        /* a ZSTD chunk: fields come from their streams */
     bool loaded;        /* payload is in buf */
     bool counted;       /* counted in bytes_done */
     bool cut;           /* payload may end inside a record (truncation) */
@@ -149,7 +175,11 @@ struct mt_reader {
     unsigned npool;
 
     uint64_t segs[MT_MAX_SEGMENTS][2];
-    char why[96];
+    char why[128];
+
+    struct mt_live_table blocks; /* address -> block of live heap blocks */
+    struct mt_record pending;    /* an ALLOC to return next */
+    bool have_pending;
 
     uint64_t bytes_done;
     uint32_t resident;     /* cursors with a chunk loaded */
@@ -502,10 +532,13 @@ static int rank_cmp_r(const void *pa, const void *pb, void *arg)
     const struct mti_chunk *b = &chunks[*(const uint32_t *)pb];
     if (a->seq_base != b->seq_base)
         return a->seq_base < b->seq_base ? -1 : 1;
+    if (a->tid != b->tid)
+        return a->tid < b->tid ? -1 : 1;
     return a->offset < b->offset ? -1 : a->offset > b->offset;
 }
 
-/* Lists the non-empty data chunks by rank and counts distinct tids. */
+/* Lists the non-empty data chunks by rank, (seq_base, tid, offset), and
+ * counts distinct tids. */
 static int build_order(struct mt_reader *r, struct mt_error *err)
 {
     struct mt_live_table tids;
@@ -522,7 +555,7 @@ static int build_order(struct mt_reader *r, struct mt_error *err)
         if ((c->type != MT_CHUNK_RAW && c->type != MT_CHUNK_ZSTD) || c->used == 0)
             continue;
         r->order[n++] = (uint32_t)i;
-        struct mt_live_entry e = { .addr = c->tid };
+        struct mt_live_entry e = { .key = c->tid };
         rc = mt_live_table_insert(&tids, &e, NULL);
         if (rc < 0)
             goto out;
@@ -598,6 +631,7 @@ void mt_reader_close(struct mt_reader *r)
     free(r->chunks);
     free(r->zbuf);
     ZSTD_freeDCtx(r->dctx);
+    mt_live_table_destroy(&r->blocks);
     free((char *)r->proc.exe);
     free((char *)r->proc.argv);
     if (r->fd >= 0)
@@ -608,15 +642,49 @@ void mt_reader_close(struct mt_reader *r)
 
 /* ---- chunk loading ------------------------------------------------------------- */
 
+static const char *const stream_name[MT_STREAM_COUNT] = {
+    "TAG", "SEQ", "TIME", "ADDR", "SIZE", "STACK", "REF", "MISC",
+};
+
 static void cursor_release(struct mt_reader *r, struct mti_cursor *c)
 {
     pool_put(r, c->buf, c->cap);
     c->buf = NULL;
     c->cap = 0;
-    c->p = c->end = NULL;
+    for (unsigned i = 0; i < MT_STREAM_COUNT; i++)
+        c->p[i] = c->end[i] = NULL;
     if (c->loaded)
         r->resident--;
     c->loaded = false;
+}
+
+/* Splits the decompressed payload buf[0..n) of a packed chunk into its
+ * streams: MT_STREAM_COUNT varint lengths, then the streams, which must
+ * fill the rest exactly. */
+static int split_streams(struct mt_reader *r, struct mti_cursor *cu, size_t n)
+{
+    const struct mti_chunk *c = &r->chunks[cu->chunk];
+    const uint8_t *p = cu->buf, *end = cu->buf + n;
+    uint64_t len[MT_STREAM_COUNT], total = 0;
+    for (unsigned i = 0; i < MT_STREAM_COUNT; i++) {
+        if (get_uv(&p, end, &len[i]) != MTI_OK)
+            return CORRUPT(r, "bad length of the %s stream in the compressed chunk at byte offset %" PRIu64,
+                           stream_name[i], c->offset);
+        total += len[i] > n ? n + 1 : len[i]; /* no overflow: each term <= n + 1 */
+    }
+    if (total != (uint64_t)(end - p))
+        return CORRUPT(r, "stream lengths add up to %" PRIu64 " bytes, not the %zu after them, in the"
+                       " compressed chunk at byte offset %" PRIu64, total, (size_t)(end - p), c->offset);
+    if (len[MT_STREAM_TAG] == 0 && total != 0)
+        return CORRUPT(r, "streams without records in the compressed chunk at byte offset %" PRIu64,
+                       c->offset);
+    cu->tag_base = (uint64_t)(p - cu->buf);
+    for (unsigned i = 0; i < MT_STREAM_COUNT; i++) {
+        cu->p[i] = p;
+        p += len[i];
+        cu->end[i] = p;
+    }
+    return 0;
 }
 
 /* Reads the payload of c's chunk into c->buf and resets the delta state. */
@@ -633,10 +701,13 @@ static int load_chunk(struct mt_reader *r, struct mti_cursor *cu)
     cu->addr = 0;
     cu->ip = 0;
     cu->loaded = true;
+    cu->packed = c->type == MT_CHUNK_ZSTD;
     if (++r->resident > r->max_resident)
         r->max_resident = r->resident;
     cu->cut = c->cut;
-    cu->p = cu->end = NULL;
+    for (unsigned i = 0; i < MT_STREAM_COUNT; i++)
+        cu->p[i] = cu->end[i] = NULL;
+    cu->tag_base = 0;
     if (c->avail == 0) { /* nothing readable: a cut ZSTD chunk */
         if (c->type == MT_CHUNK_ZSTD && c->cut)
             r->partial = true;
@@ -655,8 +726,8 @@ static int load_chunk(struct mt_reader *r, struct mti_cursor *cu)
             cu->cut = true; /* the file shrank since it was opened */
             r->partial = true;
         }
-        cu->p = cu->buf;
-        cu->end = cu->buf + n;
+        cu->p[0] = cu->buf;
+        cu->end[0] = cu->buf + n;
         return 0;
     }
 
@@ -695,18 +766,21 @@ static int load_chunk(struct mt_reader *r, struct mti_cursor *cu)
         return CORRUPT(r, "compressed chunk at byte offset %" PRIu64 " holds %zu bytes, not %" PRIu64,
                        c->offset, d, c->used);
     cu->cut = false;
-    cu->p = cu->buf;
-    cu->end = cu->buf + d;
-    return 0;
+    return split_streams(r, cu, d);
 }
 
 /* ---- decoding -------------------------------------------------------------------- */
 
-#define GET(v)                                                                         \
+/* Position of class `cls`: its own stream in a packed chunk, the one run of
+ * records in a RAW chunk. */
+#define S(cls) (packed ? (cls) : 0)
+
+#define GET(cls, v)                                                                    \
     do {                                                                               \
-        int rc_ = get_uv(&p, end, &(v));                                               \
+        int rc_ = get_uv(&p[S(cls)], end[S(cls)], &(v));                               \
         if (__builtin_expect(rc_ != MTI_OK, 0)) {                                      \
             rc = rc_;                                                                  \
+            bad = (cls);                                                               \
             goto fail;                                                                 \
         }                                                                              \
     } while (0)
@@ -717,10 +791,14 @@ static int load_chunk(struct mt_reader *r, struct mti_cursor *cu)
         return MTI_BAD;                                                                \
     } while (0)
 
+/* `len` bytes of a byte string (in MISC) at p[S(MT_STREAM_MISC)]. */
 #define NEED(len)                                                                      \
     do {                                                                               \
-        if ((uint64_t)(end - p) < (len))                                               \
-            return MTI_TRUNC;                                                          \
+        if ((uint64_t)(end[S(MT_STREAM_MISC)] - p[S(MT_STREAM_MISC)]) < (len)) {       \
+            rc = MTI_TRUNC;                                                            \
+            bad = MT_STREAM_MISC;                                                      \
+            goto fail;                                                                 \
+        }                                                                              \
     } while (0)
 
 static void save_process(struct mt_reader *r, const struct mt_record *rec)
@@ -740,191 +818,281 @@ static void save_process(struct mt_reader *r, const struct mt_record *rec)
     r->have_proc = true;
 }
 
-/* Decodes the record at s->p into rec and advances s. MTI_OK, MTI_TRUNC
- * (input ends inside the record) or MTI_BAD (r->why says what). */
-static int decode(struct mt_reader *r, struct mti_cursor *s, struct mt_record *rec)
+/* Decodes the record at s's positions into rec and advances s. MTI_OK,
+ * MTI_TRUNC (input ends inside the record) or MTI_BAD (r->why says what);
+ * a failure stops the chunk (the reader) so s need not be kept intact then.
+ * Heap records come out normalized except for the address map (see
+ * normalize). `packed` is a constant at each call site, so this is compiled
+ * once per chunk kind. */
+static inline __attribute__((always_inline)) int
+decode(struct mt_reader *r, struct mti_cursor *s, struct mt_record *rec, const bool packed)
 {
-    const uint8_t *p = s->p, *end = s->end;
+    /* Local copies, indexed by constants only so that they live in
+     * registers: no loops over them. */
+    const uint8_t *p[MT_STREAM_COUNT], *end[MT_STREAM_COUNT];
+#define COPY_IN(i) (p[i] = s->p[i], end[i] = s->end[i])
+    COPY_IN(0);
+    if (packed) {
+        COPY_IN(1), COPY_IN(2), COPY_IN(3), COPY_IN(4), COPY_IN(5), COPY_IN(6), COPY_IN(7);
+    }
+#undef COPY_IN
     const unsigned shift = r->info.time_shift;
-    uint8_t tag = *p++;
+    uint8_t tag = *p[0]++;
     unsigned type = tag >> 4, kind = tag & 15;
+    uint64_t seq = s->seq, time = s->time;
     uint64_t a, b, c;
     int rc;
+    unsigned bad = 0;
 
     rec->type = (uint8_t)type;
     rec->kind = (uint8_t)kind;
     rec->tid = r->chunks[s->chunk].tid;
+    rec->chunk = s->chunk;
 
     switch (type) {
     case MT_REC_ALLOC:
     case MT_REC_FREE:
         if (type == MT_REC_ALLOC ? kind >= MT_ALLOC_KIND_COUNT : kind > MT_FREE_REALLOC)
             BAD("unknown %s kind %u", type == MT_REC_ALLOC ? "ALLOC" : "FREE", kind);
-        GET(a);
-        GET(b);
-        GET(c);
-        s->seq += a; /* wraps: a seq taken before a nested one goes back */
-        s->time += b;
-        s->addr += (uint64_t)mt_unzigzag(c);
-        rec->addr = s->addr;
+        GET(MT_STREAM_SEQ, a);
+        GET(MT_STREAM_TIME, b);
+        GET(MT_STREAM_ADDR, c);
+        seq += a; /* wraps: a seq taken before a nested one goes back */
+        time += b;
+        rec->addr = s->addr + (uint64_t)mt_unzigzag(c);
+        rec->has_addr = true;
         if (type == MT_REC_ALLOC) {
-            GET(rec->size);
-            GET(rec->stack_id);
+            GET(MT_STREAM_SIZE, rec->size);
+            GET(MT_STREAM_STACK, rec->stack_id);
         }
-        rec->seq = s->seq;
-        rec->time_ns = s->time << shift;
-        break;
+        s->addr = rec->addr;
+        goto timed;
+    case MT_REC_BLOCK_ALLOC:
+    case MT_REC_BLOCK_FREE:
+        if (!packed)
+            BAD("%s record in a RAW chunk", type == MT_REC_BLOCK_ALLOC ? "BLOCK_ALLOC" : "BLOCK_FREE");
+        if (type == MT_REC_BLOCK_ALLOC ? kind >= MT_ALLOC_KIND_COUNT : kind > MT_FREE_IMPLICIT)
+            BAD("unknown %s kind %u", type == MT_REC_BLOCK_ALLOC ? "BLOCK_ALLOC" : "BLOCK_FREE",
+                kind);
+        GET(MT_STREAM_SEQ, a);
+        GET(MT_STREAM_TIME, b);
+        seq += a;
+        time += b;
+        rec->has_addr = false;
+        rec->addr = 0;
+        if (type == MT_REC_BLOCK_ALLOC) {
+            GET(MT_STREAM_SIZE, rec->size);
+            GET(MT_STREAM_STACK, rec->stack_id);
+            rec->type = MT_REC_ALLOC;
+            rec->block = seq;
+        } else {
+            GET(MT_STREAM_REF, c);
+            rec->type = MT_REC_FREE;
+            rec->block = seq - c;
+        }
+        goto timed;
     case MT_REC_MMAP:
     case MT_REC_MUNMAP:
         if (type == MT_REC_MMAP ? kind > MT_MAP_REMAP : kind > MT_UNMAP_REMAP)
             BAD("unknown %s kind %u", type == MT_REC_MMAP ? "MMAP" : "MUNMAP", kind);
-        GET(a);
-        GET(b);
-        s->seq += a;
-        s->time += b;
-        GET(rec->addr);
-        GET(rec->size);
+        GET(MT_STREAM_SEQ, a);
+        GET(MT_STREAM_TIME, b);
+        seq += a;
+        time += b;
+        GET(MT_STREAM_ADDR, rec->addr);
+        GET(MT_STREAM_SIZE, rec->size);
+        rec->has_addr = true;
         if (type == MT_REC_MMAP) {
-            GET(a);
-            GET(b);
+            GET(MT_STREAM_MISC, a);
+            GET(MT_STREAM_MISC, b);
             if (a > UINT32_MAX || b > UINT32_MAX)
                 BAD("MMAP prot/flags out of range");
             rec->prot = (uint32_t)a;
             rec->flags = (uint32_t)b;
-            GET(rec->stack_id);
+            GET(MT_STREAM_STACK, rec->stack_id);
         }
-        rec->seq = s->seq;
-        rec->time_ns = s->time << shift;
-        break;
+        goto timed;
     case MT_REC_STACK:
         if (kind)
             BAD("unknown STACK kind %u", kind);
-        GET(a);
-        GET(b);
-        GET(c);
+        GET(MT_STREAM_STACK, a);
+        GET(MT_STREAM_STACK, b);
+        GET(MT_STREAM_ADDR, c);
         if (b == 0 || b > a)
             BAD("stack node %" PRIu64 " with parent delta %" PRIu64, a, b);
         rec->stack_id = a;
         rec->parent_id = a - b;
-        s->ip += (uint64_t)mt_unzigzag(c);
-        rec->ip = s->ip;
-        goto untimed;
+        rec->ip = s->ip + (uint64_t)mt_unzigzag(c);
+        s->ip = rec->ip;
+        goto done;
     case MT_REC_MODULE:
         if (kind > MT_MODULE_UNLOAD)
             BAD("unknown MODULE kind %u", kind);
-        GET(rec->bias);
+        GET(MT_STREAM_MISC, rec->bias);
         rec->nsegs = 0;
         rec->build_id_len = rec->path_len = 0;
         rec->build_id = NULL;
         rec->path = NULL;
         rec->segs = r->segs;
         if (kind == MT_MODULE_LOAD) {
-            GET(a);
+            GET(MT_STREAM_MISC, a);
             if (a > MT_MAX_SEGMENTS)
                 BAD("module with %" PRIu64 " segments", a);
             for (unsigned i = 0; i < a; i++) {
-                GET(r->segs[i][0]);
-                GET(r->segs[i][1]);
+                GET(MT_STREAM_MISC, r->segs[i][0]);
+                GET(MT_STREAM_MISC, r->segs[i][1]);
             }
             rec->nsegs = (uint32_t)a;
-            GET(b);
+            GET(MT_STREAM_MISC, b);
             if (b > MT_MAX_BUILD_ID)
                 BAD("build id of %" PRIu64 " bytes", b);
             NEED(b);
-            rec->build_id = p;
+            rec->build_id = p[S(MT_STREAM_MISC)];
             rec->build_id_len = (uint32_t)b;
-            p += b;
-            GET(c);
+            p[S(MT_STREAM_MISC)] += b;
+            GET(MT_STREAM_MISC, c);
             if (c > MT_MAX_PATH)
                 BAD("module path of %" PRIu64 " bytes", c);
             NEED(c);
-            rec->path = (const char *)p;
+            rec->path = (const char *)p[S(MT_STREAM_MISC)];
             rec->path_len = (uint32_t)c;
-            p += c;
+            p[S(MT_STREAM_MISC)] += c;
         }
-        goto untimed;
+        goto done;
     case MT_REC_RSS:
         if (kind > MT_RSS_HWM)
             BAD("unknown RSS kind %u", kind);
-        GET(a);
-        GET(rec->rss_bytes);
-        s->time += a;
-        rec->seq = s->seq;
-        rec->time_ns = s->time << shift;
-        break;
+        GET(MT_STREAM_TIME, a);
+        GET(MT_STREAM_MISC, rec->rss_bytes);
+        time += a;
+        goto done;
     case MT_REC_PROCESS:
         if (kind)
             BAD("unknown PROCESS kind %u", kind);
-        GET(a);
-        GET(b);
+        GET(MT_STREAM_MISC, a);
+        GET(MT_STREAM_MISC, b);
         if (a > UINT32_MAX || b > UINT32_MAX)
             BAD("PROCESS pid out of range");
         rec->pid = (uint32_t)a;
         rec->ppid = (uint32_t)b;
-        GET(c);
+        GET(MT_STREAM_MISC, c);
         if (c > MT_MAX_PATH)
             BAD("executable path of %" PRIu64 " bytes", c);
         NEED(c);
-        rec->exe = (const char *)p;
+        rec->exe = (const char *)p[S(MT_STREAM_MISC)];
         rec->exe_len = (uint32_t)c;
-        p += c;
-        GET(c);
+        p[S(MT_STREAM_MISC)] += c;
+        GET(MT_STREAM_MISC, c);
         if (c > MT_MAX_ARGV)
             BAD("argv of %" PRIu64 " bytes", c);
         NEED(c);
-        rec->argv = (const char *)p;
+        rec->argv = (const char *)p[S(MT_STREAM_MISC)];
         rec->argv_len = (uint32_t)c;
-        p += c;
+        p[S(MT_STREAM_MISC)] += c;
         if (!r->have_proc)
             save_process(r, rec);
-        goto untimed;
+        goto done;
     case MT_REC_END:
         if (kind > MT_END_UNDERSCORE_EXIT)
             BAD("unknown END kind %u", kind);
-        GET(a);
-        GET(rec->status);
-        s->time += a;
-        rec->seq = s->seq;
-        rec->time_ns = s->time << shift;
+        GET(MT_STREAM_TIME, a);
+        GET(MT_STREAM_MISC, rec->status);
+        time += a;
         r->ended = true;
-        break;
+        goto done;
     case MT_REC_LOST:
         if (kind)
             BAD("unknown LOST kind %u", kind);
-        GET(rec->lost);
-        goto untimed;
+        GET(MT_STREAM_MISC, rec->lost);
+        goto done;
     default:
         if (tag == 0)
             BAD("zero record tag");
         BAD("unknown record type %u (tag 0x%02x)", type, tag);
     }
-    s->p = p;
-    return MTI_OK;
 
-untimed:
+timed:
+    s->seq = seq;
+done:
+    /* Events set s->seq above; the others take the seq of the event
+     * before them. */
     rec->seq = s->seq;
-    rec->time_ns = s->time << shift;
-    s->p = p;
+    s->time = time;
+    rec->time_ns = time << shift;
+    rec->chunk_last = p[0] == end[0];
+    s->p[0] = p[0];
+    if (packed) {
+#define LEFT(i)                                                                        \
+    if (rec->chunk_last && p[i] != end[i])                                             \
+        BAD("%zu bytes left in the %s stream after the last record",                   \
+            (size_t)(end[i] - p[i]), stream_name[i]);                                  \
+    s->p[i] = p[i];
+        LEFT(1) LEFT(2) LEFT(3) LEFT(4) LEFT(5) LEFT(6) LEFT(7)
+#undef LEFT
+    }
     return MTI_OK;
 
 fail:
-    if (rc == MTI_BAD)
+    if (packed)
+        snprintf(r->why, sizeof r->why, rc == MTI_BAD ? "varint overflow in the %s stream"
+                                                      : "the %s stream ends inside the record",
+                 stream_name[bad]);
+    else if (rc == MTI_BAD)
         snprintf(r->why, sizeof r->why, "varint overflow");
     return rc;
 }
 
+#undef S
 #undef GET
 #undef BAD
 #undef NEED
+
+static int decode_raw(struct mt_reader *r, struct mti_cursor *s, struct mt_record *rec)
+{
+    return decode(r, s, rec, false);
+}
+
+static int decode_packed(struct mt_reader *r, struct mti_cursor *s, struct mt_record *rec)
+{
+    return decode(r, s, rec, true);
+}
+
+/* Finds the block of a heap record that has an address, in merged order:
+ * an ALLOC maps its address to its block, a FREE takes its address out.
+ * An ALLOC at a live address becomes pending and rec the IMPLICIT free of
+ * the old block. 0 or -ENOMEM. */
+static int normalize(struct mt_reader *r, struct mt_record *rec)
+{
+    if (rec->type == MT_REC_FREE) {
+        struct mt_live_entry old;
+        rec->block = mt_live_table_remove(&r->blocks, rec->addr, &old) ? old.value : 0;
+        return 0;
+    }
+    rec->block = rec->seq;
+    struct mt_live_entry e = { rec->addr, rec->seq }, old;
+    int k = mt_live_table_insert(&r->blocks, &e, &old);
+    if (k <= 0)
+        return k;
+    r->pending = *rec;
+    r->have_pending = true;
+    rec->type = MT_REC_FREE;
+    rec->kind = MT_FREE_IMPLICIT;
+    rec->block = old.value;
+    rec->chunk_last = false;
+    return 0;
+}
 
 /* The key of c's next record (c loaded, not exhausted); *event tells
  * whether it is an event. */
 static struct mti_heap_ent cursor_key(const struct mti_cursor *c, uint32_t ci, bool *event)
 {
-    const uint8_t *p = c->p;
-    unsigned type = *p++ >> 4;
+    unsigned type = *c->p[0] >> 4;
+    const unsigned sc = c->packed ? MT_STREAM_SEQ : 0;
+    const uint8_t *p = c->packed ? c->p[sc] : c->p[0] + 1;
     uint64_t d;
-    if (type >= MT_REC_ALLOC && type <= MT_REC_MUNMAP && get_uv(&p, c->end, &d) == MTI_OK) {
+    if (((type >= MT_REC_ALLOC && type <= MT_REC_MUNMAP) || type == MT_REC_BLOCK_ALLOC ||
+         type == MT_REC_BLOCK_FREE) &&
+        get_uv(&p, c->end[sc], &d) == MTI_OK) {
         *event = true;
         return (struct mti_heap_ent){ c->seq + d, MTI_TIE(0, c->rank, ci) };
     }
@@ -938,7 +1106,7 @@ static struct mti_heap_ent cursor_key(const struct mti_cursor *c, uint32_t ci, b
 static void settle(struct mt_reader *r, uint32_t ci, bool at_top)
 {
     struct mti_cursor *c = &r->cur[ci];
-    if (c->p == c->end) {
+    if (c->p[0] == c->end[0]) {
         cursor_release(r, c);
         r->free_cur[r->nfree_cur++] = ci;
         if (at_top)
@@ -964,11 +1132,13 @@ static void settle(struct mt_reader *r, uint32_t ci, bool at_top)
             have = true;
         }
         if (have && k.seq > other && k.seq - other > MTI_PARK_GAP) {
-            c->park_off = (uint64_t)(c->p - c->buf);
+            for (unsigned i = 0; i < MT_STREAM_COUNT; i++) {
+                c->park_off[i] = c->p[i] ? (uint64_t)(c->p[i] - c->buf) : 0;
+                c->p[i] = c->end[i] = NULL;
+            }
             pool_put(r, c->buf, c->cap);
             c->buf = NULL;
             c->cap = 0;
-            c->p = c->end = NULL;
             c->loaded = false;
             r->resident--;
         }
@@ -1021,13 +1191,18 @@ static int activate(struct mt_reader *r)
 /* Reads a parked cursor's chunk again and puts it back where it was. */
 static int unpark(struct mt_reader *r, struct mti_cursor *c)
 {
-    uint64_t seq = c->seq, time = c->time, addr = c->addr, ip = c->ip, off = c->park_off;
+    uint64_t seq = c->seq, time = c->time, addr = c->addr, ip = c->ip;
     int rc = load_chunk(r, c);
     if (rc < 0)
         return rc;
-    if (off > (uint64_t)(c->end - c->p)) /* the file changed under us */
-        return reader_fail(r, -EIO, "the trace changed while it was read");
-    c->p += off;
+    for (unsigned i = 0; i < (c->packed ? MT_STREAM_COUNT : 1u); i++) {
+        /* The file changed under us if a position is no longer inside its
+         * stream. */
+        if (!c->p[i] || c->park_off[i] < (uint64_t)(c->p[i] - c->buf) ||
+            c->park_off[i] > (uint64_t)(c->end[i] - c->buf))
+            return reader_fail(r, -EIO, "the trace changed while it was read");
+        c->p[i] = c->buf + c->park_off[i];
+    }
     c->seq = seq;
     c->time = time;
     c->addr = addr;
@@ -1039,6 +1214,11 @@ int mt_reader_next(struct mt_reader *r, struct mt_record *rec)
 {
     if (r->err_code)
         return r->err_code;
+    if (r->have_pending) {
+        *rec = r->pending;
+        r->have_pending = false;
+        return 1;
+    }
     for (;;) {
         /* Activate pending chunks that may hold the next record. */
         if (r->next_pending < r->norder) {
@@ -1064,26 +1244,28 @@ int mt_reader_next(struct mt_reader *r, struct mt_record *rec)
             if (rc < 0)
                 return rc;
         }
-        const uint8_t *start = c->p;
-        int rc = decode(r, c, rec);
+        const uint8_t *start = c->p[0];
+        int rc = c->packed ? decode_packed(r, c, rec) : decode_raw(r, c, rec);
         if (__builtin_expect(rc == MTI_OK, 1)) {
             settle(r, ci, true);
+            if (rec->type <= MT_REC_FREE && rec->has_addr && normalize(r, rec) < 0)
+                return reader_fail(r, -ENOMEM, "out of memory");
             return 1;
         }
         const struct mti_chunk *ch = &r->chunks[c->chunk];
         if (rc == MTI_TRUNC && c->cut) {
             /* The file ends inside this record: the chunk ends here. */
             r->partial = true;
-            c->p = c->end;
+            c->p[0] = c->end[0];
             settle(r, ci, true);
             continue;
         }
         uint64_t at = (uint64_t)(start - c->buf);
+        if (c->packed)
+            return CORRUPT(r, "%s, record %" PRIu64 " of the compressed chunk at byte offset %" PRIu64,
+                           r->why, at - c->tag_base, ch->offset);
         const char *what = rc == MTI_TRUNC ? "record runs past the end of its chunk" : r->why;
-        if (ch->type == MT_CHUNK_RAW)
-            return CORRUPT(r, "%s at byte offset %" PRIu64, what, ch->offset + MT_CHUNK_HDR_SIZE + at);
-        return CORRUPT(r, "%s at byte %" PRIu64 " of the compressed chunk at byte offset %" PRIu64,
-                       what, at, ch->offset);
+        return CORRUPT(r, "%s at byte offset %" PRIu64, what, ch->offset + MT_CHUNK_HDR_SIZE + at);
     }
 }
 

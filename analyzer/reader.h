@@ -9,18 +9,34 @@
  * LOST) take the seq of the event before them in their chunk (or the
  * chunk's seq_base, the thread's last seq when the chunk was started) and
  * sort just after that event. A chunk is read (and for ZSTD chunks
- * CRC-checked and decompressed) only when its seq_base comes up in the
- * merge, its buffer goes back to a small pool when it is exhausted, and a
- * chunk whose next event is far ahead is set aside without its buffer, so
- * memory follows the number of chunks that overlap in seq, not the file
- * size or the number of threads. Decoding is allocation-free per record.
+ * CRC-checked, decompressed and split into its streams) only when its
+ * seq_base comes up in the merge, its buffer goes back to a small pool when
+ * it is exhausted, and a chunk whose next event is far ahead is set aside
+ * without its buffer, so memory follows the number of chunks that overlap
+ * in seq, not the file size or the number of threads. Decoding is
+ * allocation-free per record.
+ *
+ * Heap events come out normalized, whatever the chunk held: every
+ * allocation (ALLOC, BLOCK_ALLOC) as MT_REC_ALLOC naming its block (its own
+ * seq), every free (FREE, BLOCK_FREE) as MT_REC_FREE naming the block it
+ * releases (the seq of its allocation, 0 when unknown), with `has_addr`
+ * telling whether `addr` is known. For heap records that carry an address
+ * (RAW chunks, and packed ones written with addresses kept) the reader
+ * finds the block itself through a map address -> block of the live heap
+ * blocks, kept in merged order; an allocation at an address that is still
+ * live first yields a free of kind MT_FREE_IMPLICIT of the old block (with
+ * the allocation's seq, time and tid, has_addr set), as a packed trace holds
+ * it. Memory for that map: a 16-byte entry per live heap block in a hash
+ * table at most 70% full (23 to 46 bytes per live block); BLOCK records
+ * need none.
  *
  * Truncation (the file ends inside a chunk or a record, or a packed file has
  * no TRAILER) is not an error: everything complete before the cut is read
  * and mt_reader_partial() becomes true. Corruption (bad chunk magic, CRC
- * mismatch, unknown tag or kind, varint overflow, sizes out of bounds, ...)
- * is an error whose one-line message names the byte offset. After an error
- * mt_reader_next keeps returning it.
+ * mismatch, stream lengths that do not fit the payload, unknown tag or kind,
+ * varint overflow, sizes out of bounds, ...) is an error whose one-line
+ * message names the byte offset. After an error mt_reader_next keeps
+ * returning it.
  *
  * A reader is used by one thread at a time; separate readers are
  * independent. mt_reader_close accepts NULL.
@@ -82,17 +98,28 @@ struct mt_process_info {
     size_t argv_len;
 };
 
-/* A decoded record. type/kind/tid/seq/time_ns are always set; the other
- * fields only for the types named beside them. Pointers point into
- * reader-owned buffers, valid until the next mt_reader_next or close. */
+/* A decoded record. type/kind/tid/seq/time_ns/chunk/chunk_last are always
+ * set; the other fields only for the types named beside them. Pointers
+ * point into reader-owned buffers, valid until the next mt_reader_next or
+ * close. `type` is never MT_REC_BLOCK_ALLOC or MT_REC_BLOCK_FREE: those
+ * come out as ALLOC and FREE (see above). */
 struct mt_record {
-    uint8_t type;       /* enum mt_rec_type */
-    uint8_t kind;       /* low nibble of the tag, meaning per type */
+    uint8_t type;       /* enum mt_rec_type, ALLOC to LOST */
+    uint8_t kind;       /* low nibble of the tag, meaning per type; FREE:
+                           enum mt_free_kind, IMPLICIT included */
+    bool has_addr;      /* ALLOC FREE: addr is known (always for MMAP MUNMAP) */
+    bool chunk_last;    /* no record of its chunk follows (false for the last
+                           complete record of a chunk cut inside a record) */
     uint32_t tid;       /* writing thread */
+    uint32_t chunk;     /* index (mt_reader_chunk) of the chunk it came from */
     uint64_t seq;       /* events: their seq; others: that of the event before */
     uint64_t time_ns;   /* since start; records without a time: the last time
                            seen in their chunk (or its time_base) */
-    uint64_t addr;      /* ALLOC FREE MMAP MUNMAP */
+    uint64_t block;     /* ALLOC: its own seq, the block's id; FREE: the block
+                           it releases, 0 if unknown (a free of an address
+                           that is not live); an IMPLICIT free with has_addr
+                           was made up by the reader, see above */
+    uint64_t addr;      /* ALLOC FREE (when has_addr) MMAP MUNMAP */
     uint64_t size;      /* ALLOC: size; MMAP MUNMAP: length */
     uint32_t prot;      /* MMAP */
     uint32_t flags;     /* MMAP */

@@ -1,7 +1,10 @@
 /* report: summary of a trace (see report.h).
  *
  * mt_report_compute runs the reader once; each record updates running
- * counters, the live table (heap blocks) and two range sets (mappings).
+ * counters, the live table (heap blocks by block id, the seq of their
+ * allocation, with their size) and two range sets (mappings). Heap records
+ * are taken as the reader normalizes them, so a RAW trace and its packed
+ * form (which has no heap addresses) give the same numbers.
  * Peaks are checked only after the events that can raise them. Nothing is
  * printed there; mt_report_main parses arguments, runs one pass per file
  * (with a progress line on a terminal when a pass takes over a second) and
@@ -81,16 +84,14 @@ int mt_report_compute_ex(const char *path, mt_report_progress_fn progress, void 
             rep.events++;
             h->alloc_count++;
             h->total_allocated_bytes += rec.size;
-            struct mt_live_entry e = { rec.addr, rec.size, rec.stack_id, rec.time_ns }, old;
+            struct mt_live_entry e = { rec.block, rec.size }, old;
             int k = mt_live_table_insert(&live, &e, &old);
             if (k < 0) {
                 rc = k;
                 goto nomem;
             }
-            if (k == 1) {
-                h->inconsistent_count++;
-                live_bytes -= old.size;
-            }
+            if (k == 1) /* two allocations with one seq: a damaged trace */
+                live_bytes -= old.value;
             live_bytes += rec.size;
             if (live_bytes > h->peak_bytes) {
                 h->peak_bytes = live_bytes;
@@ -99,14 +100,22 @@ int mt_report_compute_ex(const char *path, mt_report_progress_fn progress, void 
             break;
         }
         case MT_REC_FREE: {
-            rep.events++;
             struct mt_live_entry old;
-            if (mt_live_table_remove(&live, rec.addr, &old)) {
-                h->free_count++;
-                live_bytes -= old.size;
-            } else {
-                h->unmatched_free_count++;
+            bool released = rec.block && mt_live_table_remove(&live, rec.block, &old);
+            if (released)
+                live_bytes -= old.value;
+            if (rec.kind == MT_FREE_IMPLICIT) {
+                /* Not an event of the program: the allocation that follows
+                 * reused the block's address. */
+                rep.records--;
+                h->inconsistent_count++;
+                break;
             }
+            rep.events++;
+            if (released)
+                h->free_count++;
+            else
+                h->unmatched_free_count++;
             break;
         }
         case MT_REC_MMAP: {
@@ -116,7 +125,7 @@ int mt_report_compute_ex(const char *path, mt_report_progress_fn progress, void 
             if (rec.kind == MT_MAP_REMAP) {
                 /* Same backing as the old range this thread just gave up. */
                 struct mt_live_entry old;
-                is_anon = !mt_live_table_remove(&remap_from, rec.tid, &old) || old.size == 0;
+                is_anon = !mt_live_table_remove(&remap_from, rec.tid, &old) || old.value == 0;
             }
             if (mt_range_set_remove(is_anon ? file : anon, rec.addr, end, NULL) < 0 ||
                 mt_range_set_insert(is_anon ? anon : file, rec.addr, end) < 0) {
@@ -140,8 +149,8 @@ int mt_report_compute_ex(const char *path, mt_report_progress_fn progress, void 
                 goto nomem;
             }
             if (rec.kind == MT_UNMAP_REMAP) {
-                /* size 1: the old range was file-backed (mostly) */
-                struct mt_live_entry e = { .addr = rec.tid, .size = rf > ra };
+                /* value 1: the old range was file-backed (mostly) */
+                struct mt_live_entry e = { .key = rec.tid, .value = rf > ra };
                 if (mt_live_table_insert(&remap_from, &e, NULL) < 0) {
                     rc = -ENOMEM;
                     goto nomem;

@@ -1,18 +1,23 @@
 /* report: one streaming pass over a trace computing its summary numbers,
  * and the `memtrace report` command that prints them (text or JSON).
  *
- * Heap numbers come from ALLOC/FREE (the malloc family) in merged seq
- * order: live bytes are the sum of requested sizes of live blocks; a FREE of
- * an unknown address changes nothing (unmatched_free_count); an ALLOC at an
- * address already live first frees the old block (inconsistent_count).
+ * Heap numbers come from the reader's normalized ALLOC/FREE records (the
+ * malloc family) in merged seq order, blocks named by the seq of their
+ * allocation: live bytes are the sum of requested sizes of live blocks; a
+ * free that names no live block changes nothing (unmatched_free_count); an
+ * allocation at an address still live ends the old block with an IMPLICIT
+ * free first (inconsistent_count; such frees are not counted as records or
+ * events). The numbers are the same for a RAW trace and its packed form.
  * Mapping numbers come from MMAP/MUNMAP in two range sets (anonymous and
  * file-backed), lengths rounded up to the trace's page size; MMAP replaces
  * whatever it overlaps (MAP_FIXED), MUNMAP removes any live part it covers
  * (partial munmap, mremap's old range). The new range of an mremap (MMAP
  * kind REMAP) is anonymous or file-backed as the old range its thread gave
- * up just before (MUNMAP kind REMAP) was; anonymous when that is unknown. RSS peak = max of RSS samples and
- * high-water-mark records. Memory: one live-table entry per live block and
- * one node per live mapping, plus the reader's bounded buffers.
+ * up just before (MUNMAP kind REMAP) was; anonymous when that is unknown.
+ * RSS peak = max of RSS samples and high-water-mark records. Memory: one
+ * live-table entry per live block and one node per live mapping, plus the
+ * reader's bounded buffers and, for RAW traces, its address map (about as
+ * big as the live table).
  *
  * mt_report_compute is reentrant and prints nothing; mt_report_main prints
  * and is meant to be called from main. mt_report_destroy accepts NULL.
@@ -32,11 +37,13 @@ struct mt_report_host {
     uint64_t peak_bytes;            /* max live requested heap bytes */
     uint64_t peak_time_ns;          /* time of the event that first reached it */
     uint64_t end_bytes;             /* live heap bytes at the end */
-    uint64_t alloc_count;           /* ALLOC records */
-    uint64_t free_count;            /* FREE records that released a live block */
-    uint64_t total_allocated_bytes; /* sum of ALLOC sizes */
-    uint64_t unmatched_free_count;  /* FREE of an address not live */
-    uint64_t inconsistent_count;    /* ALLOC at an address already live */
+    uint64_t alloc_count;           /* allocations */
+    uint64_t free_count;            /* frees that released a live block */
+    uint64_t total_allocated_bytes; /* sum of allocation sizes */
+    uint64_t unmatched_free_count;  /* frees of no live block (block 0: an
+                                       address not live) */
+    uint64_t inconsistent_count;    /* IMPLICIT frees: an allocation at an
+                                       address already live */
     uint64_t rss_peak_bytes;
     uint64_t mmap_peak_bytes;       /* anonymous mappings */
     uint64_t mmap_end_bytes;
@@ -63,8 +70,9 @@ struct mt_report {
     size_t argv_len;
     uint64_t duration_ns;    /* latest time in the trace */
     uint64_t threads;        /* distinct tids that recorded something */
-    uint64_t records;
-    uint64_t events;         /* ALLOC FREE MMAP MUNMAP */
+    uint64_t records;        /* as recorded: IMPLICIT frees not counted */
+    uint64_t events;         /* ALLOC FREE MMAP MUNMAP (IMPLICIT frees not
+                                counted) */
     uint64_t stacks;         /* STACK records (call-tree nodes) */
     uint64_t modules;        /* MODULE LOAD records */
     uint64_t lost;           /* sum of LOST counts */

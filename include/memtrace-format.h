@@ -14,7 +14,8 @@
  *         record, so the payload is valid up to `used` at any instant,
  *         whatever happens to the process (exit, _exit, abort, a fatal
  *         signal, SIGKILL). `size` is the extent reserved on disk.
- *   ZSTD  written by `memtrace pack`: the RAW payload of one chunk,
+ *   ZSTD  written by `memtrace pack`: the records of one RAW chunk,
+ *         re-encoded as per-class streams (see "Packed chunks" below) and
  *         compressed as one zstd frame; `used` is the decompressed length,
  *         `stored` the compressed length, `crc` a CRC-32 of the stored bytes.
  *   FREE  reserved space nobody wrote into (a thread exited early); skipped.

@@ -55,6 +55,7 @@ static struct {
     void (*_exit)(int) __attribute__((noreturn));
     void (*_Exit)(int) __attribute__((noreturn));
     pid_t (*_Fork)(void);
+    int (*pipe2)(int[2], int);
 } real;
 
 /* 0: not started, 1: in progress, 2: done. */
@@ -124,6 +125,7 @@ static void init(void)
     real._exit = next_sym("_exit");
     real._Exit = next_sym("_Exit");
     real._Fork = next_sym("_Fork");
+    real.pipe2 = next_sym("pipe2");
     if (!real.malloc || !real.free || !real.calloc || !real.realloc || !real.mmap || !real.munmap ||
         !real._exit) {
         mti_log("cannot find the C library's allocator; recording off");
@@ -471,6 +473,42 @@ MT_EXPORT void _Exit(int status)
         real._Exit(status);
     syscall(SYS_exit_group, status);
     __builtin_unreachable();
+}
+
+/* ---- descriptors of memtrace's own -------------------------------------------
+ *
+ * libunwind opens a pipe for itself (it probes memory by writing to it) and
+ * reopens it when a read fails. Left at the lowest free numbers, those
+ * descriptors shift every number the program gets from open(), and when the
+ * program closes all its descriptors and opens a file that takes the old
+ * number, libunwind's reopening closes the program's file. So a pipe made
+ * while memtrace is at work (guard raised) is moved to the top of the
+ * descriptor range, where programs do not go. */
+
+MT_EXPORT int pipe2(int fds[2], int flags)
+{
+    if (!real.pipe2) {
+        long r = syscall(SYS_pipe2, fds, flags);
+        if (r < 0) {
+            errno = (int)-r;
+            return -1;
+        }
+        return 0;
+    }
+    int r = real.pipe2(fds, flags);
+    if (r == 0 && mti_self.guard) {
+        for (int i = 0; i < 2; i++) {
+            int high = mti_move_fd_high(fds[i]);
+            if (high >= 0)
+                fds[i] = high;
+        }
+    }
+    return r;
+}
+
+MT_EXPORT int pipe(int fds[2])
+{
+    return pipe2(fds, 0);
 }
 
 /* _Fork skips the atfork handlers, so the child is set up here. */

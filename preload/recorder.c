@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -163,6 +164,19 @@ static void fail_locked(const char *what, int err)
     atomic_store(&mti_state, MTI_OFF);
 }
 
+int mti_move_fd_high(int lowfd)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 64)
+        return -1;
+    rlim_t top = rl.rlim_cur > 65536 ? 65536 : rl.rlim_cur;
+    int hi = fcntl(lowfd, F_DUPFD_CLOEXEC, (int)(top - 32));
+    if (hi < 0)
+        return -1;
+    close(lowfd);
+    return hi;
+}
+
 /* ---- file names ----------------------------------------------------------- */
 
 static int absolute_path(const char *in, char *out, size_t size)
@@ -218,7 +232,8 @@ static int open_file_locked(void)
     }
     if (ofd < 0)
         return -errno;
-    fd = ofd;
+    int high = mti_move_fd_high(ofd);
+    fd = high >= 0 ? high : ofd;
     struct stat st;
     if (fstat(fd, &st) == 0) {
         fd_dev = st.st_dev;
@@ -273,6 +288,9 @@ static int check_fd_locked(void)
     int nfd = open(out_path, O_RDWR | O_CLOEXEC);
     if (nfd < 0)
         return -errno;
+    int high = mti_move_fd_high(nfd);
+    if (high >= 0)
+        nfd = high;
     if (fstat(nfd, &st) != 0 || st.st_dev != fd_dev || st.st_ino != fd_ino) {
         close(nfd);
         return -ESTALE; /* the trace was replaced or removed */

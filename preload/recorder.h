@@ -82,6 +82,11 @@ void mti_emit_module_unload(uintptr_t bias);
 /* Writes the END record (how the process ended) and the RSS high-water mark. */
 void mti_recorder_finish(unsigned end_kind, int status);
 
+/* Moves a descriptor of memtrace's own (close-on-exec) to the top of the
+ * range the process may use, so the program's own numbering is untouched.
+ * Returns the new descriptor (the old one is closed), or -1 and leaves it. */
+int mti_move_fd_high(int fd);
+
 /* Spin lock for the slow paths (extent reservation, table inserts). Reset to
  * unlocked in a forked child, where its holder may not exist. */
 typedef atomic_int mti_lock_t;

@@ -1,6 +1,8 @@
 /* Tests of the reader library: CRC-32, live table, range set, and the trace
- * reader (round trip in merged order, lazy loading, truncation at every
- * byte, corruption by flipping every byte, header and record errors).
+ * reader (round trip in merged order, RAW and packed streams with and
+ * without heap addresses, heap normalization, lazy loading, truncation at
+ * every byte, corruption by flipping every byte of the file and of packed
+ * payloads, header, record and stream errors).
  *
  * Each test writes its traces to its own temporary files and removes them.
  * Criterion runs tests in separate processes, so they share no state.
@@ -60,12 +62,19 @@ static void spit(const char *path, const void *b, size_t n)
     close(fd);
 }
 
+static bool is_implicit(const struct mt_record *r)
+{
+    return r->type == MT_REC_FREE && r->kind == MT_FREE_IMPLICIT;
+}
+
 /* Reads the whole trace and checks it against the writer's expected merged
  * order: exactly when `exact`, else as a consistent subset (each thread's
- * records a prefix of what was written, global order kept). Returns
- * mt_reader_next's final code; *nread gets the number of records. */
-static int check_against(const char *path, struct tw *w, bool exact, size_t *nread,
-                         bool *partial)
+ * records a prefix of what was written, global order kept; heap blocks and
+ * IMPLICIT frees are not compared then, since they depend on which chunks
+ * survived). `cmp`: TW_CMP_* flags. Returns mt_reader_next's final code;
+ * *nread gets the number of records. */
+static int check_against_ex(const char *path, struct tw *w, bool exact, unsigned cmp, size_t *nread,
+                            bool *partial)
 {
     struct mt_reader *r;
     struct mt_error err;
@@ -86,9 +95,10 @@ static int check_against(const char *path, struct tw *w, bool exact, size_t *nre
         last_seq = rec.seq;
         if (exact) {
             cr_assert(gi < nexp, "more records than written");
-            cr_assert(tw_rec_equal(&rec, &exp[gi], why, sizeof why), "record %zu: %s", gi, why);
+            cr_assert(tw_rec_equal_ex(&rec, &exp[gi], cmp, why, sizeof why), "record %zu: %s", gi,
+                      why);
             gi++;
-        } else {
+        } else if (!is_implicit(&rec)) {
             /* Each thread's records must be a prefix of what it wrote. */
             size_t k = 0;
             while (k < ncur && cur[k].tid != rec.tid)
@@ -99,11 +109,11 @@ static int check_against(const char *path, struct tw *w, bool exact, size_t *nre
                 cur[ncur++].pos = 0;
             }
             size_t i = cur[k].pos;
-            while (i < nexp && exp[i].tid != rec.tid)
+            while (i < nexp && (exp[i].tid != rec.tid || is_implicit(&exp[i])))
                 i++;
             cr_assert(i < nexp, "unexpected record from thread %u", rec.tid);
-            cr_assert(tw_rec_equal(&rec, &exp[i], why, sizeof why), "record %zu (tid %u): %s", n,
-                      rec.tid, why);
+            cr_assert(tw_rec_equal_ex(&rec, &exp[i], cmp | TW_CMP_NO_BLOCK, why, sizeof why),
+                      "record %zu (tid %u): %s", n, rec.tid, why);
             cur[k].pos = i + 1;
         }
         n++;
@@ -119,17 +129,30 @@ static int check_against(const char *path, struct tw *w, bool exact, size_t *nre
     return rc;
 }
 
-static void write_sample(struct tw **wp, const char *path, bool packed, uint64_t slack,
-                         uint32_t shift)
+static int check_against(const char *path, struct tw *w, bool exact, size_t *nread, bool *partial)
+{
+    return check_against_ex(path, w, exact, 0, nread, partial);
+}
+
+/* The sample trace; `blocks`: packed chunks without heap addresses. */
+static void write_sample_ex(struct tw **wp, const char *path, bool packed, bool blocks,
+                            uint64_t slack, uint32_t shift)
 {
     struct tw_opts o;
     tw_default_opts(&o);
     o.slack = slack;
     o.time_shift = shift;
+    o.blocks = blocks;
     struct tw *w = tw_new(&o);
     tw_build_sample(w);
     cr_assert_eq(tw_write(w, path, packed), 0);
     *wp = w;
+}
+
+static void write_sample(struct tw **wp, const char *path, bool packed, uint64_t slack,
+                         uint32_t shift)
+{
+    write_sample_ex(wp, path, packed, false, slack, shift);
 }
 
 static int open_err(const char *path, char *msg, size_t n)
@@ -195,11 +218,11 @@ Test(live_table, matches_a_model)
         size_t k = (size_t)(rng >> 33) % N;
         uint64_t addr = (uint64_t)k * 16; /* includes address 0 */
         if ((rng >> 20) & 1) {
-            struct mt_live_entry e = { addr, step, 7, 9 }, old;
+            struct mt_live_entry e = { addr, (uint64_t)step }, old;
             int rc = mt_live_table_insert(&t, &e, &old);
             cr_assert_eq(rc, model[k] ? 1 : 0);
             if (rc == 1)
-                cr_assert_eq(old.size + 1, model[k]);
+                cr_assert_eq(old.value + 1, model[k]);
             else
                 live++;
             model[k] = (uint64_t)step + 1;
@@ -208,8 +231,8 @@ Test(live_table, matches_a_model)
             int rc = mt_live_table_remove(&t, addr, &out);
             cr_assert_eq(rc, model[k] ? 1 : 0);
             if (rc) {
-                cr_assert_eq(out.size + 1, model[k]);
-                cr_assert_eq(out.addr, addr);
+                cr_assert_eq(out.value + 1, model[k]);
+                cr_assert_eq(out.key, addr);
                 live--;
             }
             model[k] = 0;
@@ -220,12 +243,12 @@ Test(live_table, matches_a_model)
         struct mt_live_entry *e = mt_live_table_find(&t, (uint64_t)k * 16);
         cr_assert_eq(e != NULL, model[k] != 0);
         if (e)
-            cr_assert_eq(e->size + 1, model[k]);
+            cr_assert_eq(e->value + 1, model[k]);
     }
     size_t cur = 0, seen = 0;
     struct mt_live_entry e;
     while (mt_live_table_next(&t, &cur, &e)) {
-        cr_assert(model[e.addr / 16]);
+        cr_assert(model[e.key / 16]);
         seen++;
     }
     cr_assert_eq(seen, live);
@@ -312,17 +335,18 @@ Test(range_set, split_and_span)
 
 /* ---- reader: round trip -------------------------------------------------------------- */
 
-static void round_trip(bool packed, uint64_t slack, uint32_t shift)
+static void round_trip(bool packed, bool blocks, uint64_t slack, uint32_t shift)
 {
     char *path = tmp_path();
     struct tw *w;
-    write_sample(&w, path, packed, slack, shift);
+    write_sample_ex(&w, path, packed, blocks, slack, shift);
     size_t n;
     bool partial;
-    cr_assert_eq(check_against(path, w, true, &n, &partial), 0);
+    cr_assert_eq(check_against_ex(path, w, true, blocks ? TW_CMP_NO_ADDR : 0, &n, &partial), 0);
     cr_assert(!partial);
     const struct mt_record *exp;
     cr_assert_eq(n, tw_expected(w, &exp));
+    cr_assert_eq(n, 28); /* 27 written, 1 IMPLICIT free */
 
     struct mt_reader *r;
     struct mt_error err;
@@ -366,17 +390,22 @@ static void round_trip(bool packed, uint64_t slack, uint32_t shift)
 
 Test(reader, round_trip_raw)
 {
-    round_trip(false, 0, 0);
+    round_trip(false, false, 0, 0);
 }
 
 Test(reader, round_trip_raw_with_slack_and_shift)
 {
-    round_trip(false, 100, 3);
+    round_trip(false, false, 100, 3);
 }
 
 Test(reader, round_trip_packed)
 {
-    round_trip(true, 0, 2);
+    round_trip(true, false, 0, 2);
+}
+
+Test(reader, round_trip_packed_blocks)
+{
+    round_trip(true, true, 0, 2);
 }
 
 Test(reader, merged_order_is_seq_order)
@@ -393,7 +422,7 @@ Test(reader, merged_order_is_seq_order)
     uint64_t want = 1;
     uint64_t last_event_seq[1000] = { 0 };
     while (mt_reader_next(r, &rec) > 0) {
-        if (rec.type <= MT_REC_MUNMAP) {
+        if (rec.type <= MT_REC_MUNMAP && !is_implicit(&rec)) {
             cr_assert_eq(rec.seq, want, "event seq %llu, want %llu", (unsigned long long)rec.seq,
                          (unsigned long long)want);
             want++;
@@ -494,7 +523,7 @@ Test(reader, late_threads_are_parked)
         tw_chunk(w, 10 + t, 0, 0);
         tw_stack(w, 10 + t, t + 1, 0, 0x400000 + t);
         for (uint64_t i = 1; i <= 4; i++)
-            tw_alloc(w, 10 + t, 0, (uint64_t)t * 1000000 + i, t, 0x1000 * i, 16, t);
+            tw_alloc(w, 10 + t, 0, (uint64_t)t * 1000000 + i, t, 0x1000 * (t * 8 + i), 16, t);
         tw_rss(w, 10 + t, 0, t, 4096);
     }
     cr_assert_eq(tw_write(w, path, true), 0);
@@ -621,11 +650,12 @@ Test(reader, header_errors)
 
 /* ---- reader: truncation --------------------------------------------------------------- */
 
-static void cut_everywhere(bool packed, uint64_t slack)
+static void cut_everywhere(bool packed, bool blocks, uint64_t slack)
 {
     char *path = tmp_path(), *cut = tmp_path();
     struct tw *w;
-    write_sample(&w, path, packed, slack, 1);
+    write_sample_ex(&w, path, packed, blocks, slack, 1);
+    const unsigned cmp = blocks ? TW_CMP_NO_ADDR : 0;
     size_t len;
     uint8_t *b = slurp(path, &len);
 
@@ -655,7 +685,7 @@ static void cut_everywhere(bool packed, uint64_t slack)
         }
         size_t n;
         bool partial;
-        int rc = check_against(cut, w, at == len, &n, &partial);
+        int rc = check_against_ex(cut, w, at == len, cmp, &n, &partial);
         cr_assert_eq(rc, 0, "cut at %zu: %d", at, rc);
         bool at_boundary = at == MT_FILE_HDR_SIZE;
         for (size_t i = 0; i < nch; i++)
@@ -679,26 +709,31 @@ static void cut_everywhere(bool packed, uint64_t slack)
 
 Test(reader, cut_at_every_byte_raw)
 {
-    cut_everywhere(false, 0);
+    cut_everywhere(false, false, 0);
 }
 
 Test(reader, cut_at_every_byte_raw_slack)
 {
-    cut_everywhere(false, 24);
+    cut_everywhere(false, false, 24);
 }
 
 Test(reader, cut_at_every_byte_packed)
 {
-    cut_everywhere(true, 0);
+    cut_everywhere(true, false, 0);
+}
+
+Test(reader, cut_at_every_byte_packed_blocks)
+{
+    cut_everywhere(true, true, 0);
 }
 
 /* ---- reader: corruption ------------------------------------------------------------------ */
 
-static void flip_everything(bool packed)
+static void flip_everything(bool packed, bool blocks)
 {
     char *path = tmp_path(), *bad = tmp_path();
     struct tw *w;
-    write_sample(&w, path, packed, 0, 0);
+    write_sample_ex(&w, path, packed, blocks, 0, 0);
     size_t len;
     uint8_t *b = slurp(path, &len);
     /* where compressed bytes are: a flip there must be caught by the CRC */
@@ -744,12 +779,17 @@ static void flip_everything(bool packed)
 
 Test(reader, flip_every_byte_packed)
 {
-    flip_everything(true);
+    flip_everything(true, false);
+}
+
+Test(reader, flip_every_byte_packed_blocks)
+{
+    flip_everything(true, true);
 }
 
 Test(reader, flip_every_byte_raw)
 {
-    flip_everything(false);
+    flip_everything(false, false);
 }
 
 /* A RAW trace of one thread whose payload is `bytes`. */
@@ -777,9 +817,22 @@ Test(reader, record_errors_name_the_offset)
     cr_assert(strstr(msg, "zero record tag") && strstr(msg, want), "%s", msg);
     cr_assert_eq(count, 1);
 
-    raw_with(path, "\xb0", 1);
+    raw_with(path, "\xd0", 1);
     cr_assert_eq(read_err(path, msg, sizeof msg, &count), -EBADMSG);
-    cr_assert(strstr(msg, "unknown record type 11") && strstr(msg, want), "%s", msg);
+    cr_assert(strstr(msg, "unknown record type 13") && strstr(msg, want), "%s", msg);
+
+    /* BLOCK records belong to packed chunks only */
+    raw_with(path, "\xb0\1\1\1\1", 5);
+    cr_assert_eq(read_err(path, msg, sizeof msg, &count), -EBADMSG);
+    cr_assert(strstr(msg, "BLOCK_ALLOC record in a RAW chunk") && strstr(msg, want), "%s", msg);
+    raw_with(path, "\xc0\1\1\1", 4);
+    cr_assert_eq(read_err(path, msg, sizeof msg, &count), -EBADMSG);
+    cr_assert(strstr(msg, "BLOCK_FREE record in a RAW chunk") && strstr(msg, want), "%s", msg);
+
+    /* IMPLICIT is a kind of BLOCK_FREE only */
+    raw_with(path, "\x22\1\1\1", 4);
+    cr_assert_eq(read_err(path, msg, sizeof msg, &count), -EBADMSG);
+    cr_assert(strstr(msg, "unknown FREE kind 2") && strstr(msg, want), "%s", msg);
 
     raw_with(path, "\x1f\1\1\1\1\1", 6); /* ALLOC kind 15 */
     cr_assert_eq(read_err(path, msg, sizeof msg, &count), -EBADMSG);
@@ -934,4 +987,400 @@ Test(reader, raw_used_beyond_size_is_corrupt)
     cr_assert(strstr(msg, want), "%s", msg);
     tw_destroy(w);
     drop(path);
+}
+
+/* ---- reader: heap normalization ------------------------------------------------------ */
+
+static void next_ok(struct mt_reader *r, struct mt_record *rec)
+{
+    cr_assert_eq(mt_reader_next(r, rec), 1, "%s", mt_reader_error(r));
+}
+
+/* A cross-thread free, a double free, an allocation at a live address, a
+ * free of an unknown address; read as RAW, packed with addresses and
+ * packed without. */
+static void heap_events(struct tw *w)
+{
+    tw_alloc(w, 1, MT_ALLOC_MALLOC, 1, 10, 0xa000, 10, 0);
+    tw_alloc(w, 1, MT_ALLOC_CALLOC, 2, 11, 0xb000, 20, 0);
+    tw_free(w, 2, MT_FREE_FREE, 3, 12, 0xa000);      /* block 1, other thread */
+    tw_free(w, 2, MT_FREE_FREE, 4, 13, 0xa000);      /* double free: unknown */
+    tw_alloc(w, 2, MT_ALLOC_MALLOC, 5, 14, 0xb000, 30, 0); /* 0xb000 still live */
+    tw_free(w, 1, MT_FREE_REALLOC, 6, 15, 0xb000);   /* the new block, 5 */
+    tw_free(w, 1, MT_FREE_FREE, 7, 16, 0xc000);      /* never allocated */
+}
+
+static void check_heap_events(const char *path, bool addrs)
+{
+    struct mt_reader *r;
+    struct mt_error err;
+    cr_assert_eq(mt_reader_open(path, &r, &err), 0, "%s", err.msg);
+    struct mt_record rec;
+    static const struct {
+        uint8_t type, kind;
+        uint32_t tid;
+        uint64_t seq, block, addr;
+    } want[] = {
+        { MT_REC_ALLOC, MT_ALLOC_MALLOC, 1, 1, 1, 0xa000 },
+        { MT_REC_ALLOC, MT_ALLOC_CALLOC, 1, 2, 2, 0xb000 },
+        { MT_REC_FREE, MT_FREE_FREE, 2, 3, 1, 0xa000 },
+        { MT_REC_FREE, MT_FREE_FREE, 2, 4, 0, 0xa000 },
+        { MT_REC_FREE, MT_FREE_IMPLICIT, 2, 5, 2, 0xb000 },
+        { MT_REC_ALLOC, MT_ALLOC_MALLOC, 2, 5, 5, 0xb000 },
+        { MT_REC_FREE, MT_FREE_REALLOC, 1, 6, 5, 0xb000 },
+        { MT_REC_FREE, MT_FREE_FREE, 1, 7, 0, 0xc000 },
+    };
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        next_ok(r, &rec);
+        cr_assert_eq(rec.type, want[i].type, "record %zu", i);
+        cr_assert_eq(rec.kind, want[i].kind, "record %zu", i);
+        cr_assert_eq(rec.tid, want[i].tid, "record %zu", i);
+        cr_assert_eq(rec.seq, want[i].seq, "record %zu", i);
+        cr_assert_eq(rec.time_ns, want[i].seq + 9, "record %zu", i);
+        cr_assert_eq(rec.block, want[i].block, "record %zu: block %llu", i,
+                     (unsigned long long)rec.block);
+        /* Without addresses only frees of unknown blocks keep theirs. */
+        bool has = addrs || (rec.type == MT_REC_FREE && want[i].block == 0);
+        cr_assert_eq(rec.has_addr, has, "record %zu", i);
+        if (has)
+            cr_assert_eq(rec.addr, want[i].addr, "record %zu", i);
+        if (rec.type == MT_REC_ALLOC)
+            cr_assert_eq(rec.size, want[i].seq == 5 ? 30u : want[i].seq * 10, "record %zu", i);
+        if (rec.kind == MT_FREE_IMPLICIT && rec.type == MT_REC_FREE)
+            cr_assert(!rec.chunk_last);
+    }
+    cr_assert_eq(mt_reader_next(r, &rec), 0, "%s", mt_reader_error(r));
+    mt_reader_close(r);
+}
+
+Test(reader, heap_normalization)
+{
+    char *path = tmp_path();
+    for (int mode = 0; mode < 3; mode++) { /* RAW, packed, packed without addresses */
+        struct tw_opts o;
+        tw_default_opts(&o);
+        o.blocks = mode == 2;
+        struct tw *w = tw_new(&o);
+        heap_events(w);
+        cr_assert_eq(tw_write(w, path, mode > 0), 0);
+        check_heap_events(path, mode < 2);
+        size_t n;
+        cr_assert_eq(check_against_ex(path, w, true, mode == 2 ? TW_CMP_NO_ADDR : 0, &n, NULL), 0);
+        cr_assert_eq(n, 8);
+        tw_destroy(w);
+    }
+    drop(path);
+}
+
+Test(reader, block_records)
+{
+    /* BLOCK records written by hand: references across threads and
+     * chunks, every free kind, a free with an address in a packed chunk. */
+    char *path = tmp_path();
+    struct tw *w = tw_new(NULL);
+    tw_chunk(w, 1, 0, 0);
+    tw_block_alloc(w, 1, MT_ALLOC_MALLOC, 1, 1, 100, 7);
+    tw_block_alloc(w, 1, MT_ALLOC_ALIGNED_ALLOC, 2, 2, 200, 0);
+    tw_chunk(w, 2, 0, 0);
+    tw_block_free(w, 2, MT_FREE_FREE, 3, 3, 1);
+    tw_block_free(w, 2, MT_FREE_IMPLICIT, 4, 4, 2);
+    tw_block_alloc(w, 2, MT_ALLOC_REALLOC, 4, 4, 300, 0);
+    tw_chunk(w, 1, 2, 2);
+    tw_block_free(w, 1, MT_FREE_REALLOC, 5, 5, 4);
+    tw_free(w, 1, MT_FREE_FREE, 6, 6, 0x1234);         /* no allocation in the trace */
+    tw_alloc(w, 1, MT_ALLOC_MALLOC, 7, 7, 0x1234, 1, 0); /* addresses kept */
+    tw_free(w, 2, MT_FREE_FREE, 8, 8, 0x1234);
+    cr_assert_eq(tw_write(w, path, true), 0);
+    size_t n;
+    cr_assert_eq(check_against(path, w, true, &n, NULL), 0);
+    cr_assert_eq(n, 9);
+    const struct mt_record *exp;
+    tw_expected(w, &exp);
+    static const uint64_t blocks[] = { 1, 2, 1, 2, 4, 4, 0, 7, 7 };
+    for (int i = 0; i < 9; i++)
+        cr_assert_eq(exp[i].block, blocks[i], "record %d", i);
+
+    struct mt_reader *r;
+    struct mt_error err;
+    cr_assert_eq(mt_reader_open(path, &r, &err), 0);
+    struct mt_record rec;
+    next_ok(r, &rec);
+    cr_assert_eq(rec.type, MT_REC_ALLOC);
+    cr_assert(!rec.has_addr);
+    cr_assert_eq(rec.block, 1);
+    cr_assert_eq(rec.stack_id, 7);
+    next_ok(r, &rec);
+    next_ok(r, &rec);
+    cr_assert_eq(rec.type, MT_REC_FREE);
+    cr_assert_eq(rec.tid, 2);
+    cr_assert_eq(rec.block, 1);
+    cr_assert(!rec.has_addr);
+    next_ok(r, &rec);
+    cr_assert_eq(rec.kind, MT_FREE_IMPLICIT);
+    cr_assert_eq(rec.seq, 4);
+    cr_assert_eq(rec.block, 2);
+    next_ok(r, &rec);
+    cr_assert_eq(rec.type, MT_REC_ALLOC);
+    cr_assert_eq(rec.seq, 4);
+    cr_assert_eq(rec.kind, MT_ALLOC_REALLOC);
+    cr_assert(!rec.chunk_last); /* the free at seq 8 follows in that chunk */
+    mt_reader_close(r);
+
+    /* in a RAW file they are corrupt */
+    cr_assert_eq(tw_write(w, path, false), 0);
+    char msg[256];
+    cr_assert_eq(read_err(path, msg, sizeof msg, NULL), -EBADMSG);
+    cr_assert(strstr(msg, "BLOCK_ALLOC record in a RAW chunk"), "%s", msg);
+    tw_destroy(w);
+    drop(path);
+}
+
+Test(reader, chunk_index_and_last_record)
+{
+    char *path = tmp_path();
+    for (int mode = 0; mode < 3; mode++) {
+        struct tw *w;
+        write_sample_ex(&w, path, mode > 0, mode == 2, 0, 0);
+        struct mt_reader *r;
+        struct mt_error err;
+        cr_assert_eq(mt_reader_open(path, &r, &err), 0);
+        size_t nch = mt_reader_chunk_count(r);
+        size_t *left = calloc(nch, sizeof *left); /* records seen after the last */
+        bool *ended = calloc(nch, sizeof *ended);
+        struct mt_record rec;
+        int rc;
+        size_t n = 0;
+        while ((rc = mt_reader_next(r, &rec)) > 0) {
+            cr_assert_lt(rec.chunk, nch);
+            struct mt_chunk_info c;
+            cr_assert_eq(mt_reader_chunk(r, rec.chunk, &c), 0);
+            cr_assert(c.type == MT_CHUNK_RAW || c.type == MT_CHUNK_ZSTD);
+            cr_assert_eq(rec.tid, c.tid);
+            cr_assert_geq(rec.seq, c.seq_base);
+            if (ended[rec.chunk])
+                left[rec.chunk]++;
+            if (rec.chunk_last)
+                ended[rec.chunk] = true;
+            n++;
+        }
+        cr_assert_eq(rc, 0);
+        cr_assert_eq(n, 28);
+        size_t nended = 0;
+        for (size_t i = 0; i < nch; i++) {
+            cr_assert_eq(left[i], 0, "chunk %zu has records after its last", i);
+            nended += ended[i];
+        }
+        cr_assert_eq(nended, 5); /* every non-empty data chunk ends once */
+        free(left);
+        free(ended);
+        mt_reader_close(r);
+        tw_destroy(w);
+    }
+    drop(path);
+}
+
+Test(reader, ties_do_not_depend_on_file_order)
+{
+    /* Non-events at one seq in two chunks: the smaller tid comes first,
+     * wherever its chunk is in the file. */
+    char *path = tmp_path();
+    for (int swap = 0; swap < 2; swap++) {
+        struct tw *w = tw_new(NULL);
+        tw_chunk(w, 7, 0, 0);
+        tw_stack(w, 7, 1, 0, 0x700);
+        tw_alloc(w, 7, 0, 1, 1, 0x10, 1, 1);
+        tw_chunk(w, 3, 0, 0);
+        tw_stack(w, 3, 2, 0, 0x300);
+        tw_alloc(w, 3, 0, 2, 2, 0x20, 1, 2);
+        if (swap)
+            tw_place_chunk(w, 0);
+        cr_assert_eq(tw_write(w, path, false), 0);
+        size_t n;
+        cr_assert_eq(check_against(path, w, true, &n, NULL), 0);
+        struct mt_reader *r;
+        struct mt_error err;
+        cr_assert_eq(mt_reader_open(path, &r, &err), 0);
+        struct mt_record rec;
+        next_ok(r, &rec);
+        cr_assert_eq(rec.tid, 3);
+        cr_assert_eq(rec.ip, 0x300);
+        next_ok(r, &rec);
+        cr_assert_eq(rec.tid, 7);
+        mt_reader_close(r);
+        tw_destroy(w);
+    }
+    drop(path);
+}
+
+/* ---- reader: packed streams ----------------------------------------------------------- */
+
+/* A packed payload from MT_STREAM_COUNT (bytes, length) pairs. */
+static size_t make_payload(uint8_t *out, const char *const st[MT_STREAM_COUNT],
+                           const size_t len[MT_STREAM_COUNT])
+{
+    uint8_t *p = out;
+    for (int i = 0; i < MT_STREAM_COUNT; i++)
+        p = mt_put_varint(p, len[i]);
+    for (int i = 0; i < MT_STREAM_COUNT; i++) {
+        memcpy(p, st[i], len[i]);
+        p += len[i];
+    }
+    return (size_t)(p - out);
+}
+
+/* Writes a one-chunk packed trace whose payload is payload[0..n) and reads
+ * it; returns the final code, the message and the records read. */
+static int read_payload(const char *path, const void *payload, size_t n, char *msg, size_t mlen,
+                        size_t *count)
+{
+    struct tw *w = tw_new(NULL);
+    tw_chunk(w, 9, 0, 0);
+    tw_lost(w, 9, 1); /* any record: the payload is replaced */
+    cr_assert_eq(tw_write_packed_with(w, path, 0, payload, n), 0);
+    tw_destroy(w);
+    return read_err(path, msg, mlen, count);
+}
+
+#define CHUNK0 "compressed chunk at byte offset 128"
+
+Test(reader, stream_errors)
+{
+    char *path = tmp_path();
+    char msg[256];
+    uint8_t buf[256];
+    size_t count, n;
+    /* a good chunk: BLOCK_ALLOC, BLOCK_FREE, RSS */
+    const char *st[MT_STREAM_COUNT] = { "\xb0\xc0\x70", "\x01\x02", "\x05\x01\x03", "",
+                                        "\x10", "\x00", "\x02", "\x80\x01" };
+    size_t len[MT_STREAM_COUNT] = { 3, 2, 3, 0, 1, 1, 1, 2 };
+    n = make_payload(buf, st, len);
+    cr_assert_eq(read_payload(path, buf, n, msg, sizeof msg, &count), 0, "%s", msg);
+    cr_assert_eq(count, 3);
+
+    /* one byte more, or less, than the lengths say */
+    buf[n] = 0;
+    cr_assert_eq(read_payload(path, buf, n + 1, msg, sizeof msg, &count), -EBADMSG);
+    cr_assert(strstr(msg, "stream lengths add up to 13 bytes, not the 14") && strstr(msg, CHUNK0),
+              "%s", msg);
+    cr_assert_eq(count, 0);
+    cr_assert_eq(read_payload(path, buf, n - 1, msg, sizeof msg, &count), -EBADMSG);
+    cr_assert(strstr(msg, "stream lengths") && strstr(msg, CHUNK0), "%s", msg);
+    /* a length runs past the payload */
+    uint8_t big[MT_STREAM_COUNT + 2];
+    memset(big, 0, sizeof big);
+    big[4] = 0xff;
+    big[5] = 0x7f;
+    cr_assert_eq(read_payload(path, big, sizeof big, msg, sizeof msg, &count), -EBADMSG);
+    cr_assert(strstr(msg, "stream lengths") && strstr(msg, CHUNK0), "%s", msg);
+    /* a length that is not a varint */
+    uint8_t ovf[12];
+    memset(ovf, 0xff, sizeof ovf);
+    cr_assert_eq(read_payload(path, ovf, sizeof ovf, msg, sizeof msg, &count), -EBADMSG);
+    cr_assert(strstr(msg, "bad length of the TAG stream") && strstr(msg, CHUNK0), "%s", msg);
+    /* streams but no records */
+    uint8_t norec[MT_STREAM_COUNT + 1] = { 0, 0, 0, 0, 0, 0, 0, 1, 5 };
+    cr_assert_eq(read_payload(path, norec, sizeof norec, msg, sizeof msg, &count), -EBADMSG);
+    cr_assert(strstr(msg, "streams without records") && strstr(msg, CHUNK0), "%s", msg);
+    /* no streams at all: an empty chunk */
+    uint8_t none[MT_STREAM_COUNT] = { 0 };
+    cr_assert_eq(read_payload(path, none, sizeof none, msg, sizeof msg, &count), 0, "%s", msg);
+    cr_assert_eq(count, 0);
+
+    /* a stream not used up */
+    const char *extra[MT_STREAM_COUNT] = { "\xb0\xc0\x70", "\x01\x02", "\x05\x01\x03", "",
+                                           "\x10\x11", "\x00", "\x02", "\x80\x01" };
+    size_t elen[MT_STREAM_COUNT] = { 3, 2, 3, 0, 2, 1, 1, 2 };
+    n = make_payload(buf, extra, elen);
+    cr_assert_eq(read_payload(path, buf, n, msg, sizeof msg, &count), -EBADMSG);
+    cr_assert(strstr(msg, "1 bytes left in the SIZE stream after the last record") &&
+              strstr(msg, "record 2 of the " CHUNK0), "%s", msg);
+    cr_assert_eq(count, 2);
+    /* a stream that ends inside a record */
+    size_t slen[MT_STREAM_COUNT] = { 3, 2, 3, 0, 1, 1, 0, 2 };
+    n = make_payload(buf, st, slen);
+    cr_assert_eq(read_payload(path, buf, n, msg, sizeof msg, &count), -EBADMSG);
+    cr_assert(strstr(msg, "the REF stream ends inside the record") &&
+              strstr(msg, "record 1 of the " CHUNK0), "%s", msg);
+    cr_assert_eq(count, 1);
+    /* varint overflow in a stream */
+    const char *vo[MT_STREAM_COUNT] = { "\xb0", "\x01", "\x01", "",
+                                        "\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f", "\x00", "", "" };
+    size_t volen[MT_STREAM_COUNT] = { 1, 1, 1, 0, 10, 1, 0, 0 };
+    n = make_payload(buf, vo, volen);
+    cr_assert_eq(read_payload(path, buf, n, msg, sizeof msg, &count), -EBADMSG);
+    cr_assert(strstr(msg, "varint overflow in the SIZE stream") && strstr(msg, CHUNK0), "%s", msg);
+    /* BLOCK_FREE kinds stop at IMPLICIT */
+    const char *kind[MT_STREAM_COUNT] = { "\xc3", "\x01", "\x01", "", "", "", "\x01", "" };
+    size_t klen[MT_STREAM_COUNT] = { 1, 1, 1, 0, 0, 0, 1, 0 };
+    n = make_payload(buf, kind, klen);
+    cr_assert_eq(read_payload(path, buf, n, msg, sizeof msg, &count), -EBADMSG);
+    cr_assert(strstr(msg, "unknown BLOCK_FREE kind 3") && strstr(msg, CHUNK0), "%s", msg);
+    /* byte strings come from MISC */
+    const char *proc[MT_STREAM_COUNT] = { "\x80", "", "", "", "", "", "", "\x01\x02\x03xyz\x00" };
+    size_t plen[MT_STREAM_COUNT] = { 1, 0, 0, 0, 0, 0, 0, 7 };
+    n = make_payload(buf, proc, plen);
+    cr_assert_eq(read_payload(path, buf, n, msg, sizeof msg, &count), 0, "%s", msg);
+    plen[MT_STREAM_MISC] = 5; /* "xyz" cut */
+    n = make_payload(buf, proc, plen);
+    cr_assert_eq(read_payload(path, buf, n, msg, sizeof msg, &count), -EBADMSG);
+    cr_assert(strstr(msg, "the MISC stream ends inside the record"), "%s", msg);
+    drop(path);
+}
+
+/* Every byte of every packed payload flipped, every payload cut short and
+ * made longer, recompressed with a good CRC: never a crash, errors name
+ * what they found. */
+static void mangle_payloads(bool blocks)
+{
+    char *path = tmp_path();
+    struct tw *w;
+    write_sample_ex(&w, path, true, blocks, 0, 0);
+    static const uint8_t masks[] = { 0x01, 0x02, 0x40, 0x80, 0xff };
+    size_t errors = 0, tries = 0;
+    for (size_t k = 0; k < 5; k++) {
+        size_t n;
+        uint8_t *pl = tw_packed_payload(w, k, &n);
+        uint8_t *b = malloc(n + 1);
+        char msg[256];
+        size_t count;
+        for (size_t at = 0; at < n; at++) {
+            for (size_t m = 0; m < sizeof masks; m++) {
+                memcpy(b, pl, n);
+                b[at] ^= masks[m];
+                cr_assert_eq(tw_write_packed_with(w, path, k, b, n), 0);
+                int rc = read_err(path, msg, sizeof msg, &count);
+                cr_assert(rc <= 0);
+                if (rc < 0) {
+                    cr_assert(strstr(msg, "corrupt trace:"), "chunk %zu byte %zu: %s", k, at, msg);
+                    errors++;
+                }
+                tries++;
+            }
+        }
+        for (size_t cut = 1; cut < n; cut++) {
+            cr_assert_eq(tw_write_packed_with(w, path, k, pl, cut), 0);
+            cr_assert_eq(read_err(path, msg, sizeof msg, &count), -EBADMSG, "cut %zu", cut);
+            cr_assert(strstr(msg, "compressed chunk at byte offset"), "%s", msg);
+        }
+        memcpy(b, pl, n);
+        b[n] = 1;
+        cr_assert_eq(tw_write_packed_with(w, path, k, b, n + 1), 0);
+        cr_assert_eq(read_err(path, msg, sizeof msg, &count), -EBADMSG);
+        cr_assert(strstr(msg, "stream lengths"), "%s", msg);
+        free(b);
+        free(pl);
+    }
+    cr_assert(errors > tries / 4, "%zu errors in %zu tries", errors, tries);
+    tw_destroy(w);
+    drop(path);
+}
+
+Test(reader, mangle_packed_payloads)
+{
+    mangle_payloads(false);
+}
+
+Test(reader, mangle_packed_payloads_blocks)
+{
+    mangle_payloads(true);
 }

@@ -1,6 +1,8 @@
 /* Tests of `memtrace report` and `memtrace pack`: exact numbers of the
- * sample trace (raw and packed), the JSON contract keys, exit codes and
- * messages of the commands, and pack's round trip and refusals.
+ * sample trace (raw and packed, with and without heap addresses), the JSON
+ * contract keys, exit codes and messages of the commands, and pack's round
+ * trips (the same records and the same report, on the sample and on random
+ * multi-threaded traces) and refusals.
  *
  * report.c and pack.c are compiled into this binary. Commands run in a
  * forked child with stdout/stderr sent to files, so their printing is
@@ -165,6 +167,7 @@ static void check_sample_numbers(const struct mt_report *rep, uint32_t shift)
     cr_assert_eq(h->mmap_file_end_bytes, 12288);
     cr_assert_eq(h->rss_peak_bytes, 3u << 20);
     cr_assert_eq(rep->events, 15);
+    cr_assert_eq(rep->records, 27);
     cr_assert_eq(rep->stacks, 5);
     cr_assert_eq(rep->modules, 1);
     cr_assert_eq(rep->lost, 3);
@@ -208,6 +211,60 @@ Test(report, sample_numbers_packed_shifted)
     cr_assert_eq(mt_report_compute(t.path[0], &rep, &err), 0, "%s", err.msg);
     check_sample_numbers(&rep, 5);
     cr_assert(rep.packed);
+    mt_report_destroy(&rep);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(report, sample_numbers_packed_blocks)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw_opts o;
+    tw_default_opts(&o);
+    o.time_shift = 10;
+    o.blocks = true;
+    struct tw *w = tw_new(&o);
+    tw_build_sample(w);
+    cr_assert_eq(tw_write(w, t.path[0], true), 0);
+    struct mt_report rep;
+    struct mt_error err;
+    cr_assert_eq(mt_report_compute(t.path[0], &rep, &err), 0, "%s", err.msg);
+    check_sample_numbers(&rep, 10);
+    cr_assert(rep.packed);
+    mt_report_destroy(&rep);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(report, heap_counts_from_blocks)
+{
+    /* A packed trace as pack writes it, and frees that name no live
+     * block: a damaged reference and a double free. */
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = tw_new(NULL);
+    tw_block_alloc(w, 1, MT_ALLOC_MALLOC, 1, 1, 100, 0);
+    tw_block_alloc(w, 2, MT_ALLOC_MALLOC, 2, 2, 50, 0);
+    tw_block_free(w, 2, MT_FREE_FREE, 3, 3, 1);          /* thread 1's block */
+    tw_block_free(w, 2, MT_FREE_FREE, 4, 4, 1);          /* again */
+    tw_block_free(w, 1, MT_FREE_IMPLICIT, 5, 5, 2);
+    tw_block_alloc(w, 1, MT_ALLOC_MALLOC, 5, 5, 70, 0);
+    tw_block_free(w, 1, MT_FREE_REALLOC, 6, 6, 3);       /* a free, not a block */
+    tw_free(w, 1, MT_FREE_FREE, 7, 7, 0x1000);            /* unknown address */
+    cr_assert_eq(tw_write(w, t.path[0], true), 0);
+    struct mt_report rep;
+    struct mt_error err;
+    cr_assert_eq(mt_report_compute(t.path[0], &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.host.alloc_count, 3);
+    cr_assert_eq(rep.host.total_allocated_bytes, 220);
+    cr_assert_eq(rep.host.free_count, 1);
+    cr_assert_eq(rep.host.unmatched_free_count, 3);
+    cr_assert_eq(rep.host.inconsistent_count, 1);
+    cr_assert_eq(rep.host.peak_bytes, 150);
+    cr_assert_eq(rep.host.end_bytes, 70);
+    cr_assert_eq(rep.events, 7);
+    cr_assert_eq(rep.records, 7);
     mt_report_destroy(&rep);
     tw_destroy(w);
     tmpdir_remove(&t);
@@ -517,8 +574,9 @@ Test(report_cmd, several_files_json)
 
 /* ---- pack ------------------------------------------------------------------------------ */
 
-/* Both traces yield the same records in the same order. */
-static void same_records(const char *a, const char *b)
+/* Both traces yield the same records in the same order (cmp: TW_CMP_*).
+ * Returns how many. */
+static size_t same_records(const char *a, const char *b, unsigned cmp)
 {
     struct mt_reader *ra, *rb;
     struct mt_error err;
@@ -529,15 +587,70 @@ static void same_records(const char *a, const char *b)
     size_t n = 0;
     for (;; n++) {
         int ka = mt_reader_next(ra, &x), kb = mt_reader_next(rb, &y);
-        cr_assert_eq(ka, kb, "record %zu", n);
+        cr_assert_eq(ka, kb, "record %zu: %s%s", n, mt_reader_error(ra), mt_reader_error(rb));
         cr_assert_geq(ka, 0);
         if (ka == 0)
             break;
-        cr_assert(tw_rec_equal(&x, &y, why, sizeof why), "record %zu: %s", n, why);
+        cr_assert(tw_rec_equal_ex(&x, &y, cmp, why, sizeof why), "record %zu: %s", n, why);
     }
     cr_assert_gt(n, 0);
     mt_reader_close(ra);
     mt_reader_close(rb);
+    return n;
+}
+
+/* What a packed file holds of heap addresses: allocations with one, and
+ * frees with one that do / do not name a block. */
+static void count_addresses(const char *path, size_t *allocs, size_t *known, size_t *unknown)
+{
+    struct mt_reader *r;
+    struct mt_error err;
+    cr_assert_eq(mt_reader_open(path, &r, &err), 0, "%s", err.msg);
+    struct mt_record rec;
+    *allocs = *known = *unknown = 0;
+    while (mt_reader_next(r, &rec) > 0) {
+        if (rec.type == MT_REC_ALLOC && rec.has_addr)
+            ++*allocs;
+        if (rec.type == MT_REC_FREE && rec.has_addr)
+            ++*(rec.block ? known : unknown);
+    }
+    mt_reader_close(r);
+}
+
+/* The report of a file as `memtrace report` prints it, text and JSON, with
+ * what names the file itself (path, size, packed) left out. */
+static char *report_of(const char *dir, const char *path, bool json)
+{
+    char *a[] = { "report", json ? "--json" : "--", (char *)path, NULL };
+    struct run r = run_cmd(mt_report_main, dir, 3, a);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    char *out = r.out;
+    r.out = NULL;
+    run_free(&r);
+    if (!json) {
+        char *rest = strdup(strchr(out, '\n') + 1); /* the first line is the file name */
+        free(out);
+        return rest;
+    }
+    cJSON *o = cJSON_Parse(out);
+    cr_assert_not_null(o);
+    free(out);
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "file");
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "file_bytes");
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "packed");
+    char *s = cJSON_Print(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static void same_reports(const char *dir, const char *a, const char *b)
+{
+    for (int json = 0; json < 2; json++) {
+        char *x = report_of(dir, a, json), *y = report_of(dir, b, json);
+        cr_assert_str_eq(x, y);
+        free(x);
+        free(y);
+    }
 }
 
 Test(pack, round_trip)
@@ -559,7 +672,13 @@ Test(pack, round_trip)
     cr_assert(!res.already_packed);
     cr_assert_eq(res.chunks, 5);
     cr_assert_lt(res.bytes_after, res.bytes_before);
-    same_records(t.path[0], t.path[1]);
+    cr_assert_eq(same_records(t.path[0], t.path[1], TW_CMP_NO_ADDR), 28);
+    size_t allocs, known, unknown;
+    count_addresses(t.path[0], &allocs, &known, &unknown);
+    cr_assert_eq(allocs, 0);
+    cr_assert_eq(known, 0);
+    cr_assert_eq(unknown, 1); /* the free of an address never allocated */
+    same_reports(t.dir, t.path[0], t.path[1]);
 
     struct mt_reader *r;
     cr_assert_eq(mt_reader_open(t.path[0], &r, &err), 0);
@@ -599,6 +718,199 @@ Test(pack, round_trip)
     mt_report_destroy(&ra);
     mt_report_destroy(&rb);
     tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(pack, keep_addresses)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = sample(t.path[0], false, 4, 0);
+    cr_assert_eq(tw_write(w, t.path[1], false), 0);
+    cr_assert_eq(tw_write(w, t.path[2], false), 0);
+    struct mt_error err;
+    struct mt_pack_result res, res2;
+    cr_assert_eq(mt_pack_file_ex(t.path[0], 3, MT_PACK_KEEP_ADDRESSES, &res, &err), 0, "%s", err.msg);
+    cr_assert_eq(res.chunks, 5);
+    cr_assert_eq(same_records(t.path[0], t.path[1], 0), 28); /* addresses and all */
+    size_t allocs, known, unknown;
+    count_addresses(t.path[0], &allocs, &known, &unknown);
+    cr_assert_eq(allocs, 5);
+    cr_assert_eq(known, 4); /* 3 frees and the IMPLICIT one */
+    cr_assert_eq(unknown, 1);
+    same_reports(t.dir, t.path[0], t.path[1]);
+    cr_assert_eq(mt_pack_file_ex(t.path[2], 3, 0, &res2, &err), 0, "%s", err.msg);
+    cr_assert_lt(res2.bytes_after, res.bytes_after);
+
+    /* the command's flag */
+    cr_assert_eq(tw_write(w, t.path[2], false), 0);
+    char *a[] = { "pack", "--keep-addresses", t.path[2], NULL };
+    struct run r = run_cmd(mt_pack_main, t.dir, 3, a);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    run_free(&r);
+    count_addresses(t.path[2], &allocs, &known, &unknown);
+    cr_assert_eq(allocs, 5);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(pack, chunks_sharing_seq_base_and_tid_keep_their_order)
+{
+    /* The reader ranks chunks of one (seq_base, tid) by file offset: a
+     * reused tid whose new thread's first chunk sits earlier in the file,
+     * and a chunk without events followed by the thread's next chunk placed
+     * before it. Pack must keep those chunks in that order although the
+     * later-placed ones end first. */
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = tw_new(NULL);
+    tw_chunk(w, 5, 0, 0); /* thread A */
+    tw_stack(w, 5, 1, 0, 0x100);
+    tw_stack(w, 5, 2, 1, 0x200);
+    tw_alloc(w, 5, 0, 1, 1, 0x1000, 10, 2);
+    tw_free(w, 5, 0, 2, 2, 0x1000);
+    tw_chunk(w, 6, 0, 0); /* thread B */
+    tw_alloc(w, 6, 0, 3, 3, 0x2000, 20, 0);
+    tw_alloc(w, 6, 0, 4, 4, 0x3000, 30, 0);
+    tw_chunk(w, 6, 4, 4); /* B: no events in this chunk */
+    tw_stack(w, 6, 4, 0, 0x400);
+    tw_lost(w, 6, 1);
+    tw_chunk(w, 6, 4, 4); /* B's next chunk, in space earlier in the file */
+    tw_place_chunk(w, 1);
+    tw_stack(w, 6, 5, 4, 0x500);
+    tw_alloc(w, 6, 0, 11, 11, 0x4000, 40, 5);
+    tw_chunk(w, 5, 0, 0); /* thread C reuses tid 5, first in the file */
+    tw_place_chunk(w, 0);
+    tw_stack(w, 5, 3, 0, 0x300);
+    tw_alloc(w, 5, 0, 10, 10, 0x5000, 50, 3);
+    tw_free(w, 5, 0, 12, 12, 0x2000);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(tw_write(w, t.path[i], false), 0);
+    struct mt_error err;
+    cr_assert_eq(mt_pack_file(t.path[1], 3, &err), 0, "%s", err.msg);
+    cr_assert_eq(mt_pack_file_ex(t.path[2], 3, MT_PACK_KEEP_ADDRESSES, NULL, &err), 0, "%s",
+                 err.msg);
+    const struct mt_record *exp;
+    size_t nexp = tw_expected(w, &exp);
+    cr_assert_eq(nexp, 13);
+    cr_assert_eq(exp[0].ip, 0x300); /* tid 5 at seq 0: C's chunk ranks first */
+    cr_assert_eq(exp[0].tid, 5);
+    cr_assert_eq(same_records(t.path[0], t.path[1], TW_CMP_NO_ADDR), nexp);
+    cr_assert_eq(same_records(t.path[0], t.path[2], 0), nexp);
+    same_reports(t.dir, t.path[0], t.path[1]);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+/* A random trace of many threads: allocations from a small pool of
+ * addresses (so some are at live addresses and some frees are of nothing),
+ * frees from any thread, reallocs, mappings, stack nodes, RSS samples,
+ * several chunks per thread placed anywhere in the file, a tid reused by a
+ * later thread. */
+static uint64_t rnd(uint64_t *state, uint64_t n)
+{
+    *state = *state * 6364136223846793005ull + 1442695040888963407ull;
+    return (*state >> 33) % n;
+}
+
+static struct tw *random_trace(uint64_t seed, uint32_t nthreads, uint64_t nevents)
+{
+    struct tw_opts o;
+    tw_default_opts(&o);
+    o.time_shift = 10;
+    struct tw *w = tw_new(&o);
+    cr_assert_leq(nthreads, 64);
+    uint64_t rs = seed * 0x9E3779B97F4A7C15ull + 1;
+    uint64_t last_seq[64] = { 0 }, last_time[64] = { 0 }, now = 0, seq = 0, node = 0;
+    bool started[64] = { false };
+    size_t nchunks = 0;
+    for (uint64_t i = 0; i < nevents; i++) {
+        uint32_t t = (uint32_t)rnd(&rs, nthreads);
+        uint32_t tid = 1000 + t;
+        now += rnd(&rs, 3000);
+        uint64_t tu = now >> 10;
+        if (!started[t] || rnd(&rs, 40) == 0) {
+            if (started[t] && rnd(&rs, 8) == 0) /* the thread ends, a new one gets its tid */
+                last_seq[t] = last_time[t] = 0;
+            tw_chunk(w, tid, last_seq[t], last_time[t]);
+            nchunks++;
+            if (nchunks > 2 && rnd(&rs, 3) == 0)
+                tw_place_chunk(w, (size_t)rnd(&rs, nchunks));
+            started[t] = true;
+        }
+        uint64_t addr = 0x10000 + rnd(&rs, 48) * 0x40;
+        uint64_t addr2 = 0x10000 + rnd(&rs, 48) * 0x40;
+        uint64_t map = 0x7f0000000000ull + rnd(&rs, 16) * 0x10000;
+        uint64_t len = (rnd(&rs, 16) + 1) * 4096;
+        uint64_t size = rnd(&rs, 5000), size2 = rnd(&rs, 5000);
+        uint64_t stack = node ? rnd(&rs, node) : 0;
+        unsigned kind = (unsigned)rnd(&rs, 16);
+        unsigned what = (unsigned)rnd(&rs, 100);
+        if (what < 5) {
+            node++;
+            uint64_t parent = rnd(&rs, node);
+            tw_stack(w, tid, node, parent, 0x400000 + rnd(&rs, 0x10000));
+        } else if (what < 7) {
+            tw_rss(w, tid, kind % 2, tu, rnd(&rs, 1u << 30));
+            last_time[t] = tu;
+        } else if (what < 10) {
+            tw_mmap(w, tid, kind % 3, ++seq, tu, map, len, 3, 0x22, stack);
+        } else if (what < 12) {
+            tw_munmap(w, tid, kind % 2, ++seq, tu, map, len);
+        } else if (what < 55) {
+            tw_alloc(w, tid, kind % MT_ALLOC_KIND_COUNT, ++seq, tu, addr, size, stack);
+        } else if (what < 90) {
+            tw_free(w, tid, MT_FREE_FREE, ++seq, tu, addr);
+        } else {
+            tw_free(w, tid, MT_FREE_REALLOC, ++seq, tu, addr);
+            tw_alloc(w, tid, MT_ALLOC_REALLOC, ++seq, tu, addr2, size2, 0);
+        }
+        if (what >= 7) {
+            last_seq[t] = seq;
+            last_time[t] = tu;
+        }
+    }
+    tw_end(w, 1000, MT_END_EXIT, (now >> 10) + 1, 0);
+    return w;
+}
+
+Test(pack, random_traces_keep_records_and_report)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    for (uint64_t seed = 1; seed <= 12; seed++) {
+        struct tw *w = random_trace(seed, (uint32_t)(2 + seed * 3 % 60), 3000 + seed % 8 * 500);
+        for (int i = 0; i < 3; i++)
+            cr_assert_eq(tw_write(w, t.path[i], false), 0);
+        struct mt_error err;
+        cr_assert_eq(mt_pack_file(t.path[1], 3, &err), 0, "%s", err.msg);
+        cr_assert_eq(mt_pack_file_ex(t.path[2], 3, MT_PACK_KEEP_ADDRESSES, NULL, &err), 0, "%s",
+                     err.msg);
+        /* the reader's view of the RAW file is the writer's model */
+        const struct mt_record *exp;
+        size_t nexp = tw_expected(w, &exp);
+        struct mt_reader *r;
+        cr_assert_eq(mt_reader_open(t.path[0], &r, &err), 0);
+        struct mt_record rec;
+        char why[128];
+        size_t n = 0, implicit = 0;
+        while (mt_reader_next(r, &rec) > 0) {
+            cr_assert_lt(n, nexp);
+            cr_assert(tw_rec_equal(&rec, &exp[n], why, sizeof why), "seed %llu record %zu: %s",
+                      (unsigned long long)seed, n, why);
+            implicit += rec.type == MT_REC_FREE && rec.kind == MT_FREE_IMPLICIT;
+            n++;
+        }
+        cr_assert_eq(n, nexp);
+        cr_assert_gt(implicit, 0);
+        mt_reader_close(r);
+
+        cr_assert_eq(same_records(t.path[0], t.path[1], TW_CMP_NO_ADDR), nexp);
+        cr_assert_eq(same_records(t.path[0], t.path[2], 0), nexp);
+        same_reports(t.dir, t.path[0], t.path[1]);
+        same_reports(t.dir, t.path[0], t.path[2]);
+        tw_destroy(w);
+    }
     tmpdir_remove(&t);
 }
 

@@ -251,19 +251,19 @@ static struct sized sized_events(const char *path, uint64_t size)
     struct mt_error err = { "" };
     cr_assert_eq(mt_reader_open(path, &r, &err), 0, "%s", err.msg);
     struct sized s = { 0, 0 };
-    uint64_t addrs[64];
+    uint64_t blocks[64];
     size_t n = 0;
     struct mt_record rec;
     int rc;
     while ((rc = mt_reader_next(r, &rec)) > 0) {
         if (rec.type == MT_REC_ALLOC && rec.size == size) {
-            cr_assert_lt(n, sizeof(addrs) / sizeof(addrs[0]));
-            addrs[n++] = rec.addr;
+            cr_assert_lt(n, sizeof(blocks) / sizeof(blocks[0]));
+            blocks[n++] = rec.block;
             s.allocs++;
         } else if (rec.type == MT_REC_FREE) {
             for (size_t i = 0; i < n; i++) {
-                if (addrs[i] == rec.addr) {
-                    addrs[i] = addrs[--n];
+                if (blocks[i] == rec.block) {
+                    blocks[i] = blocks[--n];
                     break;
                 }
             }

@@ -2,9 +2,15 @@
  *
  * Invariants: chunks[] is file order; each record is encoded into its
  * thread's newest chunk with that chunk's running delta state, exactly as
- * include/memtrace-format.h describes, and logged with the values the reader
- * must decode (time in ns, seq of the event before for non-events). Any
- * misuse aborts. Not thread-safe.
+ * include/memtrace-format.h describes, once as RAW bytes and once into the
+ * streams of its packed form (with the `blocks` option the heap records of
+ * the packed form are the BLOCK ones pack writes, blocks found through an
+ * address list kept in call order). Each record is logged with the values
+ * the reader must decode (time in ns, seq of the event before for
+ * non-events, heap blocks where they are written); tw_expected sorts the
+ * log into merged order and then fills in blocks of heap records with
+ * addresses, making up IMPLICIT frees, as the reader does. Any misuse
+ * aborts. Not thread-safe.
  */
 #include "trace-writer.h"
 
@@ -17,15 +23,23 @@
 
 #include "crc32.h"
 
+struct tw_buf {
+    uint8_t *b;
+    size_t len, cap;
+};
+
 struct tw_chunk {
     size_t born; /* creation number: the newest chunk of a tid is current */
     uint32_t tid;
     bool is_free;
     uint64_t free_size;
     uint64_t seq_base, time_base;
-    uint8_t *buf;
+    uint8_t *buf; /* RAW payload */
     size_t len, cap;
-    uint64_t seq, time, addr, ip; /* running delta state */
+    struct tw_buf st[MT_STREAM_COUNT]; /* packed streams */
+    uint64_t seq, time, addr, ip;      /* running delta state */
+    uint64_t paddr;                    /* address chain of the packed form
+                                          (differs with the blocks option) */
 };
 
 struct tw_log {
@@ -35,6 +49,10 @@ struct tw_log {
     void *owned[3];
 };
 
+struct tw_live {
+    uint64_t addr, block;
+};
+
 struct tw {
     struct tw_opts o;
     struct tw_chunk *chunks; /* file order */
@@ -42,6 +60,9 @@ struct tw {
     struct tw_log *log;
     size_t nlog, clog;
     struct mt_record *sorted;
+    size_t nsorted;
+    struct tw_live *live; /* `blocks` option: live heap blocks, call order */
+    size_t nlive, clive;
 };
 
 static void *xrealloc(void *p, size_t n)
@@ -84,8 +105,12 @@ void tw_destroy(struct tw *w)
 {
     if (!w)
         return;
-    for (size_t i = 0; i < w->nchunks; i++)
+    for (size_t i = 0; i < w->nchunks; i++) {
         free(w->chunks[i].buf);
+        for (int k = 0; k < MT_STREAM_COUNT; k++)
+            free(w->chunks[i].st[k].b);
+    }
+    free(w->live);
     for (size_t i = 0; i < w->nlog; i++)
         for (int k = 0; k < 3; k++)
             free(w->log[i].owned[k]);
@@ -146,26 +171,57 @@ static size_t cur_chunk(struct tw *w, uint32_t tid)
     return w->nchunks - 1;
 }
 
-static void put_bytes(struct tw_chunk *c, const void *p, size_t n)
+static void buf_put(uint8_t **b, size_t *len, size_t *cap, const void *p, size_t n)
 {
-    if (c->len + n > c->cap) {
-        c->cap = (c->len + n) * 2 + 64;
-        c->buf = xrealloc(c->buf, c->cap);
+    if (*len + n > *cap) {
+        *cap = (*len + n) * 2 + 64;
+        *b = xrealloc(*b, *cap);
     }
-    memcpy(c->buf + c->len, p, n);
-    c->len += n;
+    if (n)
+        memcpy(*b + *len, p, n);
+    *len += n;
 }
 
-static void put_v(struct tw_chunk *c, uint64_t v)
+/* To the RAW payload only, or to one packed stream only. */
+static void raw_bytes(struct tw_chunk *c, const void *p, size_t n)
+{
+    buf_put(&c->buf, &c->len, &c->cap, p, n);
+}
+
+static void stream_bytes(struct tw_chunk *c, unsigned cls, const void *p, size_t n)
+{
+    buf_put(&c->st[cls].b, &c->st[cls].len, &c->st[cls].cap, p, n);
+}
+
+static void raw_v(struct tw_chunk *c, uint64_t v)
 {
     uint8_t b[10];
-    put_bytes(c, b, (size_t)(mt_put_varint(b, v) - b));
+    raw_bytes(c, b, (size_t)(mt_put_varint(b, v) - b));
+}
+
+static void stream_v(struct tw_chunk *c, unsigned cls, uint64_t v)
+{
+    uint8_t b[10];
+    stream_bytes(c, cls, b, (size_t)(mt_put_varint(b, v) - b));
+}
+
+/* A field of class cls, in both encodings. */
+static void put_bytes(struct tw_chunk *c, unsigned cls, const void *p, size_t n)
+{
+    raw_bytes(c, p, n);
+    stream_bytes(c, cls, p, n);
+}
+
+static void put_v(struct tw_chunk *c, unsigned cls, uint64_t v)
+{
+    raw_v(c, v);
+    stream_v(c, cls, v);
 }
 
 static void put_tag(struct tw_chunk *c, unsigned type, unsigned kind)
 {
     uint8_t t = mt_tag(type, kind);
-    put_bytes(c, &t, 1);
+    put_bytes(c, MT_STREAM_TAG, &t, 1);
 }
 
 static struct tw_log *log_rec(struct tw *w, size_t ci, unsigned type, unsigned kind, bool nonevent)
@@ -189,16 +245,64 @@ static struct tw_log *log_rec(struct tw *w, size_t ci, unsigned type, unsigned k
     return l;
 }
 
-/* seq and time of an event; both must not go backwards in the chunk. */
-static void ev_head(struct tw_chunk *c, unsigned type, unsigned kind, uint64_t seq, uint64_t time)
+/* `blocks` option: the live list, in call order. */
+static uint64_t live_take(struct tw *w, uint64_t addr)
+{
+    for (size_t i = 0; i < w->nlive; i++) {
+        if (w->live[i].addr == addr) {
+            uint64_t b = w->live[i].block;
+            w->live[i] = w->live[--w->nlive];
+            return b;
+        }
+    }
+    return 0;
+}
+
+static void live_add(struct tw *w, uint64_t addr, uint64_t block)
+{
+    if (w->nlive == w->clive) {
+        w->clive = w->clive ? 2 * w->clive : 64;
+        w->live = xrealloc(w->live, w->clive * sizeof *w->live);
+    }
+    w->live[w->nlive++] = (struct tw_live){ addr, block };
+}
+
+/* The head of an event (tag, seq delta, time delta) in one encoding. */
+static void raw_head(struct tw_chunk *c, unsigned type, unsigned kind, uint64_t dseq, uint64_t dtime)
+{
+    uint8_t t = mt_tag(type, kind);
+    raw_bytes(c, &t, 1);
+    raw_v(c, dseq);
+    raw_v(c, dtime);
+}
+
+static void stream_head(struct tw_chunk *c, unsigned type, unsigned kind, uint64_t dseq,
+                        uint64_t dtime)
+{
+    uint8_t t = mt_tag(type, kind);
+    stream_bytes(c, MT_STREAM_TAG, &t, 1);
+    stream_v(c, MT_STREAM_SEQ, dseq);
+    stream_v(c, MT_STREAM_TIME, dtime);
+}
+
+/* Checks that seq and time do not go backwards in the chunk, advances them
+ * and returns the deltas. */
+static void advance(struct tw_chunk *c, uint64_t seq, uint64_t time, uint64_t *dseq, uint64_t *dtime)
 {
     if (seq < c->seq || time < c->time)
         abort();
-    put_tag(c, type, kind);
-    put_v(c, seq - c->seq);
-    put_v(c, time - c->time);
+    *dseq = seq - c->seq;
+    *dtime = time - c->time;
     c->seq = seq;
     c->time = time;
+}
+
+static void ev_head(struct tw_chunk *c, unsigned type, unsigned kind, uint64_t seq, uint64_t time)
+{
+    uint64_t ds, dt;
+    advance(c, seq, time, &ds, &dt);
+    raw_head(c, type, kind, ds, dt);
+    stream_head(c, type, kind, ds, dt);
 }
 
 void tw_alloc(struct tw *w, uint32_t tid, unsigned kind, uint64_t seq, uint64_t time,
@@ -206,13 +310,30 @@ void tw_alloc(struct tw *w, uint32_t tid, unsigned kind, uint64_t seq, uint64_t 
 {
     size_t ci = cur_chunk(w, tid);
     struct tw_chunk *c = &w->chunks[ci];
-    ev_head(c, MT_REC_ALLOC, kind, seq, time);
-    put_v(c, mt_zigzag((int64_t)(addr - c->addr)));
+    uint64_t ds, dt;
+    advance(c, seq, time, &ds, &dt);
+    raw_head(c, MT_REC_ALLOC, kind, ds, dt);
+    raw_v(c, mt_zigzag((int64_t)(addr - c->addr)));
     c->addr = addr;
-    put_v(c, size);
-    put_v(c, stack);
+    if (w->o.blocks) {
+        uint64_t old = live_take(w, addr);
+        if (old) { /* as pack writes it: the IMPLICIT free of the old block first */
+            stream_head(c, MT_REC_BLOCK_FREE, MT_FREE_IMPLICIT, ds, dt);
+            stream_v(c, MT_STREAM_REF, seq - old);
+            ds = dt = 0;
+        }
+        live_add(w, addr, seq);
+        stream_head(c, MT_REC_BLOCK_ALLOC, kind, ds, dt);
+    } else {
+        stream_head(c, MT_REC_ALLOC, kind, ds, dt);
+        stream_v(c, MT_STREAM_ADDR, mt_zigzag((int64_t)(addr - c->paddr)));
+        c->paddr = addr;
+    }
+    put_v(c, MT_STREAM_SIZE, size);
+    put_v(c, MT_STREAM_STACK, stack);
     struct tw_log *l = log_rec(w, ci, MT_REC_ALLOC, kind, false);
     l->rec.addr = addr;
+    l->rec.has_addr = true;
     l->rec.size = size;
     l->rec.stack_id = stack;
 }
@@ -221,11 +342,48 @@ void tw_free(struct tw *w, uint32_t tid, unsigned kind, uint64_t seq, uint64_t t
 {
     size_t ci = cur_chunk(w, tid);
     struct tw_chunk *c = &w->chunks[ci];
-    ev_head(c, MT_REC_FREE, kind, seq, time);
-    put_v(c, mt_zigzag((int64_t)(addr - c->addr)));
+    uint64_t ds, dt;
+    advance(c, seq, time, &ds, &dt);
+    raw_head(c, MT_REC_FREE, kind, ds, dt);
+    raw_v(c, mt_zigzag((int64_t)(addr - c->addr)));
     c->addr = addr;
+    uint64_t block = w->o.blocks ? live_take(w, addr) : 0;
+    if (block) {
+        stream_head(c, MT_REC_BLOCK_FREE, kind, ds, dt);
+        stream_v(c, MT_STREAM_REF, seq - block);
+    } else {
+        stream_head(c, MT_REC_FREE, kind, ds, dt);
+        stream_v(c, MT_STREAM_ADDR, mt_zigzag((int64_t)(addr - c->paddr)));
+        c->paddr = addr;
+    }
     struct tw_log *l = log_rec(w, ci, MT_REC_FREE, kind, false);
     l->rec.addr = addr;
+    l->rec.has_addr = true;
+}
+
+void tw_block_alloc(struct tw *w, uint32_t tid, unsigned kind, uint64_t seq, uint64_t time,
+                    uint64_t size, uint64_t stack)
+{
+    size_t ci = cur_chunk(w, tid);
+    struct tw_chunk *c = &w->chunks[ci];
+    ev_head(c, MT_REC_BLOCK_ALLOC, kind, seq, time);
+    put_v(c, MT_STREAM_SIZE, size);
+    put_v(c, MT_STREAM_STACK, stack);
+    struct tw_log *l = log_rec(w, ci, MT_REC_ALLOC, kind, false);
+    l->rec.size = size;
+    l->rec.stack_id = stack;
+    l->rec.block = seq;
+}
+
+void tw_block_free(struct tw *w, uint32_t tid, unsigned kind, uint64_t seq, uint64_t time,
+                   uint64_t block)
+{
+    size_t ci = cur_chunk(w, tid);
+    struct tw_chunk *c = &w->chunks[ci];
+    ev_head(c, MT_REC_BLOCK_FREE, kind, seq, time);
+    put_v(c, MT_STREAM_REF, seq - block);
+    struct tw_log *l = log_rec(w, ci, MT_REC_FREE, kind, false);
+    l->rec.block = block;
 }
 
 void tw_mmap(struct tw *w, uint32_t tid, unsigned kind, uint64_t seq, uint64_t time,
@@ -234,11 +392,11 @@ void tw_mmap(struct tw *w, uint32_t tid, unsigned kind, uint64_t seq, uint64_t t
     size_t ci = cur_chunk(w, tid);
     struct tw_chunk *c = &w->chunks[ci];
     ev_head(c, MT_REC_MMAP, kind, seq, time);
-    put_v(c, addr);
-    put_v(c, len);
-    put_v(c, prot);
-    put_v(c, flags);
-    put_v(c, stack);
+    put_v(c, MT_STREAM_ADDR, addr);
+    put_v(c, MT_STREAM_SIZE, len);
+    put_v(c, MT_STREAM_MISC, prot);
+    put_v(c, MT_STREAM_MISC, flags);
+    put_v(c, MT_STREAM_STACK, stack);
     struct tw_log *l = log_rec(w, ci, MT_REC_MMAP, kind, false);
     l->rec.addr = addr;
     l->rec.size = len;
@@ -253,8 +411,8 @@ void tw_munmap(struct tw *w, uint32_t tid, unsigned kind, uint64_t seq, uint64_t
     size_t ci = cur_chunk(w, tid);
     struct tw_chunk *c = &w->chunks[ci];
     ev_head(c, MT_REC_MUNMAP, kind, seq, time);
-    put_v(c, addr);
-    put_v(c, len);
+    put_v(c, MT_STREAM_ADDR, addr);
+    put_v(c, MT_STREAM_SIZE, len);
     struct tw_log *l = log_rec(w, ci, MT_REC_MUNMAP, kind, false);
     l->rec.addr = addr;
     l->rec.size = len;
@@ -265,9 +423,9 @@ void tw_stack(struct tw *w, uint32_t tid, uint64_t id, uint64_t parent, uint64_t
     size_t ci = cur_chunk(w, tid);
     struct tw_chunk *c = &w->chunks[ci];
     put_tag(c, MT_REC_STACK, 0);
-    put_v(c, id);
-    put_v(c, id - parent);
-    put_v(c, mt_zigzag((int64_t)(ip - c->ip)));
+    put_v(c, MT_STREAM_STACK, id);
+    put_v(c, MT_STREAM_STACK, id - parent);
+    put_v(c, MT_STREAM_ADDR, mt_zigzag((int64_t)(ip - c->ip)));
     c->ip = ip;
     struct tw_log *l = log_rec(w, ci, MT_REC_STACK, 0, true);
     l->rec.stack_id = id;
@@ -283,16 +441,16 @@ void tw_module_load(struct tw *w, uint32_t tid, uint64_t bias, unsigned nseg,
     struct tw_chunk *c = &w->chunks[ci];
     size_t plen = strlen(path);
     put_tag(c, MT_REC_MODULE, MT_MODULE_LOAD);
-    put_v(c, bias);
-    put_v(c, nseg);
+    put_v(c, MT_STREAM_MISC, bias);
+    put_v(c, MT_STREAM_MISC, nseg);
     for (unsigned i = 0; i < nseg; i++) {
-        put_v(c, segs[i][0]);
-        put_v(c, segs[i][1]);
+        put_v(c, MT_STREAM_MISC, segs[i][0]);
+        put_v(c, MT_STREAM_MISC, segs[i][1]);
     }
-    put_v(c, bid_len);
-    put_bytes(c, build_id, bid_len);
-    put_v(c, plen);
-    put_bytes(c, path, plen);
+    put_v(c, MT_STREAM_MISC, bid_len);
+    put_bytes(c, MT_STREAM_MISC, build_id, bid_len);
+    put_v(c, MT_STREAM_MISC, plen);
+    put_bytes(c, MT_STREAM_MISC, path, plen);
     struct tw_log *l = log_rec(w, ci, MT_REC_MODULE, MT_MODULE_LOAD, true);
     l->rec.bias = bias;
     l->rec.nsegs = nseg;
@@ -308,7 +466,7 @@ void tw_module_unload(struct tw *w, uint32_t tid, uint64_t bias)
     size_t ci = cur_chunk(w, tid);
     struct tw_chunk *c = &w->chunks[ci];
     put_tag(c, MT_REC_MODULE, MT_MODULE_UNLOAD);
-    put_v(c, bias);
+    put_v(c, MT_STREAM_MISC, bias);
     struct tw_log *l = log_rec(w, ci, MT_REC_MODULE, MT_MODULE_UNLOAD, true);
     l->rec.bias = bias;
 }
@@ -320,8 +478,8 @@ void tw_rss(struct tw *w, uint32_t tid, unsigned kind, uint64_t time, uint64_t b
     if (time < c->time)
         abort();
     put_tag(c, MT_REC_RSS, kind);
-    put_v(c, time - c->time);
-    put_v(c, bytes);
+    put_v(c, MT_STREAM_TIME, time - c->time);
+    put_v(c, MT_STREAM_MISC, bytes);
     c->time = time;
     struct tw_log *l = log_rec(w, ci, MT_REC_RSS, kind, true);
     l->rec.rss_bytes = bytes;
@@ -334,12 +492,12 @@ void tw_process(struct tw *w, uint32_t tid, uint32_t pid, uint32_t ppid, const c
     struct tw_chunk *c = &w->chunks[ci];
     size_t elen = strlen(exe);
     put_tag(c, MT_REC_PROCESS, 0);
-    put_v(c, pid);
-    put_v(c, ppid);
-    put_v(c, elen);
-    put_bytes(c, exe, elen);
-    put_v(c, argv_len);
-    put_bytes(c, argv, argv_len);
+    put_v(c, MT_STREAM_MISC, pid);
+    put_v(c, MT_STREAM_MISC, ppid);
+    put_v(c, MT_STREAM_MISC, elen);
+    put_bytes(c, MT_STREAM_MISC, exe, elen);
+    put_v(c, MT_STREAM_MISC, argv_len);
+    put_bytes(c, MT_STREAM_MISC, argv, argv_len);
     struct tw_log *l = log_rec(w, ci, MT_REC_PROCESS, 0, true);
     l->rec.pid = pid;
     l->rec.ppid = ppid;
@@ -356,8 +514,8 @@ void tw_end(struct tw *w, uint32_t tid, unsigned kind, uint64_t time, uint64_t s
     if (time < c->time)
         abort();
     put_tag(c, MT_REC_END, kind);
-    put_v(c, time - c->time);
-    put_v(c, status);
+    put_v(c, MT_STREAM_TIME, time - c->time);
+    put_v(c, MT_STREAM_MISC, status);
     c->time = time;
     struct tw_log *l = log_rec(w, ci, MT_REC_END, kind, true);
     l->rec.status = status;
@@ -368,14 +526,21 @@ void tw_lost(struct tw *w, uint32_t tid, uint64_t count)
     size_t ci = cur_chunk(w, tid);
     struct tw_chunk *c = &w->chunks[ci];
     put_tag(c, MT_REC_LOST, 0);
-    put_v(c, count);
+    put_v(c, MT_STREAM_MISC, count);
     struct tw_log *l = log_rec(w, ci, MT_REC_LOST, 0, true);
     l->rec.lost = count;
 }
 
 void tw_bytes(struct tw *w, uint32_t tid, const void *bytes, size_t n)
 {
-    put_bytes(&w->chunks[cur_chunk(w, tid)], bytes, n);
+    raw_bytes(&w->chunks[cur_chunk(w, tid)], bytes, n);
+}
+
+void tw_stream_bytes(struct tw *w, uint32_t tid, unsigned stream, const void *bytes, size_t n)
+{
+    if (stream >= MT_STREAM_COUNT)
+        abort();
+    stream_bytes(&w->chunks[cur_chunk(w, tid)], stream, bytes, n);
 }
 
 void tw_build_sample(struct tw *w)
@@ -434,7 +599,47 @@ static int put_chunk_hdr(FILE *f, uint16_t type, uint32_t tid, uint64_t size, ui
     return fwrite(&h, sizeof h, 1, f) == 1 ? 0 : -EIO;
 }
 
-int tw_write(struct tw *w, const char *path, bool packed)
+static bool packed_empty(const struct tw_chunk *c)
+{
+    for (int k = 0; k < MT_STREAM_COUNT; k++)
+        if (c->st[k].len)
+            return false;
+    return true;
+}
+
+static uint8_t *payload_of(const struct tw_chunk *c, size_t *n)
+{
+    size_t cap = MT_STREAM_COUNT * 10;
+    for (int k = 0; k < MT_STREAM_COUNT; k++)
+        cap += c->st[k].len;
+    uint8_t *b = xrealloc(NULL, cap), *p = b;
+    for (int k = 0; k < MT_STREAM_COUNT; k++)
+        p = mt_put_varint(p, c->st[k].len);
+    for (int k = 0; k < MT_STREAM_COUNT; k++) {
+        if (c->st[k].len)
+            memcpy(p, c->st[k].b, c->st[k].len);
+        p += c->st[k].len;
+    }
+    *n = (size_t)(p - b);
+    return b;
+}
+
+uint8_t *tw_packed_payload(struct tw *w, size_t k, size_t *n)
+{
+    for (size_t i = 0; i < w->nchunks; i++) {
+        const struct tw_chunk *c = &w->chunks[i];
+        if (c->is_free || packed_empty(c))
+            continue;
+        if (k-- == 0)
+            return payload_of(c, n);
+    }
+    abort();
+}
+
+/* Writes the trace; in a packed one, data chunk `over` (if not SIZE_MAX)
+ * gets payload[0..n) instead of its own. */
+static int write_trace(struct tw *w, const char *path, bool packed, size_t over, const void *payload,
+                       size_t n)
 {
     FILE *f = fopen(path, "wb");
     if (!f)
@@ -458,18 +663,26 @@ int tw_write(struct tw *w, const char *path, bool packed)
     for (size_t i = 0; rc == 0 && i < w->nchunks; i++) {
         struct tw_chunk *c = &w->chunks[i];
         if (packed) {
-            if (c->is_free || c->len == 0)
+            if (c->is_free || packed_empty(c))
                 continue;
-            size_t bound = ZSTD_compressBound(c->len);
+            size_t len;
+            uint8_t *own = payload_of(c, &len);
+            const void *data = own;
+            if (ndata == over) {
+                data = payload;
+                len = n;
+            }
+            size_t bound = ZSTD_compressBound(len);
             void *z = xrealloc(NULL, bound);
-            size_t zn = ZSTD_compress(z, bound, c->buf, c->len, 3);
+            size_t zn = ZSTD_compress(z, bound, data, len, 3);
             if (ZSTD_isError(zn))
                 abort();
-            rc = put_chunk_hdr(f, MT_CHUNK_ZSTD, c->tid, MT_CHUNK_HDR_SIZE + zn, c->len,
+            rc = put_chunk_hdr(f, MT_CHUNK_ZSTD, c->tid, MT_CHUNK_HDR_SIZE + zn, len,
                                c->seq_base, c->time_base, (uint32_t)zn, mt_crc32(0, z, zn));
             if (rc == 0 && fwrite(z, 1, zn, f) != zn)
                 rc = -EIO;
             free(z);
+            free(own);
             ndata++;
         } else if (c->is_free) {
             rc = put_chunk_hdr(f, MT_CHUNK_FREE, 0, c->free_size, 0, 0, 0, 0, 0);
@@ -499,6 +712,16 @@ int tw_write(struct tw *w, const char *path, bool packed)
     return rc;
 }
 
+int tw_write(struct tw *w, const char *path, bool packed)
+{
+    return write_trace(w, path, packed, SIZE_MAX, NULL, 0);
+}
+
+int tw_write_packed_with(struct tw *w, const char *path, size_t k, const void *payload, size_t n)
+{
+    return write_trace(w, path, true, k, payload, n);
+}
+
 /* ---- expected order -------------------------------------------------------- */
 
 struct tw_sortkey {
@@ -521,14 +744,14 @@ size_t tw_expected(struct tw *w, const struct mt_record **recs)
 {
     if (!w->sorted) {
         /* Chunk ranks as the reader assigns them: non-empty data chunks by
-         * (seq_base, file position). */
+         * (seq_base, tid, file position). */
         size_t n = w->nchunks;
         struct tw_sortkey *ck = xrealloc(NULL, (n + 1) * sizeof *ck);
         size_t nk = 0;
         for (size_t i = 0; i < n; i++) {
             struct tw_chunk *c = &w->chunks[i];
             if (!c->is_free && c->len)
-                ck[nk++] = (struct tw_sortkey){ c->seq_base, i, i };
+                ck[nk++] = (struct tw_sortkey){ c->seq_base, (uint64_t)c->tid << 32 | i, i };
         }
         qsort(ck, nk, sizeof *ck, key_cmp);
         uint64_t *rank_of_born = xrealloc(NULL, (w->born + 1) * sizeof *rank_of_born);
@@ -543,14 +766,47 @@ size_t tw_expected(struct tw *w, const struct mt_record **recs)
             k[i].idx = i;
         }
         qsort(k, w->nlog, sizeof *k, key_cmp);
-        w->sorted = xrealloc(NULL, (w->nlog + 1) * sizeof *w->sorted);
-        for (size_t i = 0; i < w->nlog; i++)
-            w->sorted[i] = w->log[k[i].idx].rec;
+
+        /* Normalize as the reader does, in merged order: heap records with
+         * an address get their block from the live addresses, an allocation
+         * at a live address is preceded by the IMPLICIT free of the old
+         * block. */
+        w->sorted = xrealloc(NULL, (2 * w->nlog + 1) * sizeof *w->sorted);
+        struct tw_live *live = NULL;
+        size_t nlive = 0, m = 0;
+        for (size_t i = 0; i < w->nlog; i++) {
+            struct mt_record rec = w->log[k[i].idx].rec;
+            if ((rec.type == MT_REC_ALLOC || rec.type == MT_REC_FREE) && rec.has_addr) {
+                size_t j = 0;
+                while (j < nlive && live[j].addr != rec.addr)
+                    j++;
+                uint64_t old = j < nlive ? live[j].block : 0;
+                if (j < nlive)
+                    live[j] = live[--nlive];
+                if (rec.type == MT_REC_FREE) {
+                    rec.block = old;
+                } else {
+                    if (old) {
+                        struct mt_record im = rec;
+                        im.type = MT_REC_FREE;
+                        im.kind = MT_FREE_IMPLICIT;
+                        im.block = old;
+                        w->sorted[m++] = im;
+                    }
+                    rec.block = rec.seq;
+                    live = xrealloc(live, (nlive + 1) * sizeof *live);
+                    live[nlive++] = (struct tw_live){ rec.addr, rec.seq };
+                }
+            }
+            w->sorted[m++] = rec;
+        }
+        w->nsorted = m;
+        free(live);
         free(k);
         free(rank_of_born);
     }
     *recs = w->sorted;
-    return w->nlog;
+    return w->nsorted;
 }
 
 #define CMP(field)                                                                      \
@@ -571,7 +827,8 @@ size_t tw_expected(struct tw *w, const struct mt_record **recs)
         }                                                                               \
     } while (0)
 
-bool tw_rec_equal(const struct mt_record *a, const struct mt_record *b, char *why, size_t n)
+bool tw_rec_equal_ex(const struct mt_record *a, const struct mt_record *b, unsigned flags, char *why,
+                     size_t n)
 {
     CMP(type);
     CMP(kind);
@@ -580,12 +837,18 @@ bool tw_rec_equal(const struct mt_record *a, const struct mt_record *b, char *wh
     CMP(time_ns);
     switch (a->type) {
     case MT_REC_ALLOC:
-        CMP(addr);
-        CMP(size);
-        CMP(stack_id);
-        break;
     case MT_REC_FREE:
-        CMP(addr);
+        if (!(flags & TW_CMP_NO_ADDR)) {
+            CMP(has_addr);
+            if (a->has_addr)
+                CMP(addr);
+        }
+        if (!(flags & TW_CMP_NO_BLOCK))
+            CMP(block);
+        if (a->type == MT_REC_ALLOC) {
+            CMP(size);
+            CMP(stack_id);
+        }
         break;
     case MT_REC_MMAP:
         CMP(prot);
@@ -630,4 +893,9 @@ bool tw_rec_equal(const struct mt_record *a, const struct mt_record *b, char *wh
         break;
     }
     return true;
+}
+
+bool tw_rec_equal(const struct mt_record *a, const struct mt_record *b, char *why, size_t n)
+{
+    return tw_rec_equal_ex(a, b, 0, why, n);
 }
