@@ -497,3 +497,17 @@ Test(preload, program_closing_all_descriptors)
     cr_expect_eq(s.allocs, 50000);
     cr_expect_eq(s.frees, 50000);
 }
+
+/* memtrace's own descriptors (the trace, libunwind's pipe) do not shift the
+ * numbers the program's open() returns. */
+Test(preload, descriptor_numbers_unchanged)
+{
+    char *argv[] = { (char *)env_or_die("MEMTRACE_TEST_PATTERNS"), "fd-number", NULL };
+    const char *none[] = { "LD_PRELOAD=", NULL };
+    expect_exit(run_with(argv, none), 0);
+    char native[64];
+    snprintf(native, sizeof(native), "%s", slurp("stdout"));
+    expect_exit(run_pattern("fd-number", NULL), 0);
+    cr_expect_str_eq(slurp("stdout"), native);
+    cr_expect_eq(sized_events(trace_path("t.bin"), 15 * U + 43).allocs, 1);
+}

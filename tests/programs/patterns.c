@@ -353,6 +353,18 @@ static int close_fds(const char *victim)
     return 0;
 }
 
+/* Descriptor numbers: allocate (memtrace starts up and unwinds), then
+ * print the number open() gives, which must be the same traced or not. */
+static int fd_number(void)
+{
+    free(xmalloc(15 * UNIT + 43));
+    int fd = open("/dev/null", O_RDONLY);
+    char line[32];
+    snprintf(line, sizeof(line), "fd %d\n", fd);
+    say(line);
+    return 0;
+}
+
 /* dlopen: load the plugin (argv path), let it allocate 11U+29 and free it,
  * unload it, then allocate once more after the RSS interval (the next tick
  * notices the unload). */
@@ -376,7 +388,7 @@ static int dlopens(const char *path)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        say("usage: patterns basic|callocs|reallocs|aligned|maps|threads|forks|execs|glibc|dlopen LIB|fork-storm|close-fds FILE|"
+        say("usage: patterns basic|callocs|reallocs|aligned|maps|threads|forks|execs|glibc|dlopen LIB|fork-storm|close-fds FILE|fd-number|"
             "end-exit|end-_exit|end-abort|end-segv|end-kill|end-exit-thread|end-pause\n");
         return 2;
     }
@@ -403,6 +415,8 @@ int main(int argc, char **argv)
         return close_fds(argv[2]);
     if (!strcmp(s, "fork-storm"))
         return fork_storm();
+    if (!strcmp(s, "fd-number"))
+        return fd_number();
     if (!strcmp(s, "dlopen") && argc > 2)
         return dlopens(argv[2]);
     if (!strncmp(s, "end-", 4))
