@@ -183,6 +183,7 @@ struct cache_way {
 struct mti_stack_cache {
     struct cache_way set[CACHE_SETS][CACHE_WAYS];
     uint8_t next_way[CACHE_SETS];
+    uint8_t last_hit[CACHE_SETS];
     /* Two bits per (call site, depth, stack): seen once, seen twice. A
      * stack is cached the third time it comes up at a key, so stacks that
      * occur once or twice (most of a program's start-up) never pay for the
@@ -233,20 +234,34 @@ static inline uint64_t key_hash(uintptr_t ra, uintptr_t sp)
     return (ra ^ (sp * 0x9e3779b97f4a7c15ull)) * 0xff51afd7ed558ccdull;
 }
 
+static inline bool way_matches(const struct mti_stack_cache *c, const struct cache_way *w, uintptr_t ra,
+                               uintptr_t sp)
+{
+    if (w->ra != ra || w->sp != sp || !w->id)
+        return false;
+    const uintptr_t *ips = c->arena + w->off, *slot = ips + w->n;
+    unsigned i = 1;
+    while (i < w->n && *(const uintptr_t *)slot[i] == ips[i])
+        i++;
+    return i == w->n;
+}
+
 /* Looks the call site up; returns the stack id of a way whose slots all
  * still hold its frames, or 0. */
-static inline uint32_t cache_lookup(const struct mti_stack_cache *c, uintptr_t ra, uintptr_t sp)
+static inline uint32_t cache_lookup(struct mti_stack_cache *c, uintptr_t ra, uintptr_t sp)
 {
-    const struct cache_way *w = c->set[(key_hash(ra, sp) >> 40) & (CACHE_SETS - 1)];
+    unsigned si = (unsigned)(key_hash(ra, sp) >> 40) & (CACHE_SETS - 1);
+    const struct cache_way *w = c->set[si];
+    /* The way that hit last time first: in a loop it hits again, and the
+     * scan of all ways (several cache lines) is skipped. */
+    unsigned last = c->last_hit[si];
+    if (way_matches(c, &w[last], ra, sp))
+        return w[last].id;
     for (unsigned k = 0; k < CACHE_WAYS; k++) {
-        if (w[k].ra != ra || w[k].sp != sp || !w[k].id)
-            continue;
-        const uintptr_t *ips = c->arena + w[k].off, *slot = ips + w[k].n;
-        unsigned i = 1;
-        while (i < w[k].n && *(const uintptr_t *)slot[i] == ips[i])
-            i++;
-        if (i == w[k].n)
+        if (k != last && way_matches(c, &w[k], ra, sp)) {
+            c->last_hit[si] = (uint8_t)k;
             return w[k].id;
+        }
     }
     return 0;
 }
