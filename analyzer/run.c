@@ -215,10 +215,25 @@ int mt_run_main(int argc, char **argv)
         close(fd);
     }
 
-    /* Ignore terminal signals while the command runs; forward the others. */
+    /* Ignore terminal signals while the command runs; forward the others.
+     * Both are in place before the fork, and the forwarded ones blocked
+     * until the child's pid is known, so no signal falls in between; the
+     * child gets back the dispositions and mask memtrace started with. */
+    static const int terminal[] = { SIGINT, SIGQUIT };
+    static const int forwarded[] = { SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 };
     struct sigaction ign = { .sa_handler = SIG_IGN }, fwd = { .sa_handler = forward_signal };
+    struct sigaction old_term[2], old_fwd[4];
     sigemptyset(&ign.sa_mask);
     sigemptyset(&fwd.sa_mask);
+    sigset_t block, old_mask;
+    sigemptyset(&block);
+    for (int i = 0; i < 4; i++)
+        sigaddset(&block, forwarded[i]);
+    sigprocmask(SIG_BLOCK, &block, &old_mask);
+    for (int i = 0; i < 2; i++)
+        sigaction(terminal[i], &ign, &old_term[i]);
+    for (int i = 0; i < 4; i++)
+        sigaction(forwarded[i], &fwd, &old_fwd[i]);
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
@@ -226,6 +241,11 @@ int mt_run_main(int argc, char **argv)
         return 1;
     }
     if (pid == 0) {
+        for (int i = 0; i < 2; i++)
+            sigaction(terminal[i], &old_term[i], NULL);
+        for (int i = 0; i < 4; i++)
+            sigaction(forwarded[i], &old_fwd[i], NULL);
+        sigprocmask(SIG_SETMASK, &old_mask, NULL);
         char buf[PATH_MAX * 2];
         const char *pre = getenv("LD_PRELOAD");
         if (pre && *pre)
@@ -248,12 +268,7 @@ int mt_run_main(int argc, char **argv)
         _exit(e == ENOENT ? 127 : 126);
     }
     child_pid = pid;
-    sigaction(SIGINT, &ign, NULL);
-    sigaction(SIGQUIT, &ign, NULL);
-    sigaction(SIGTERM, &fwd, NULL);
-    sigaction(SIGHUP, &fwd, NULL);
-    sigaction(SIGUSR1, &fwd, NULL);
-    sigaction(SIGUSR2, &fwd, NULL);
+    sigprocmask(SIG_SETMASK, &old_mask, NULL);
 
     int status;
     while (waitpid(pid, &status, 0) < 0) {
