@@ -23,8 +23,9 @@
  * (parent id, instruction pointer), whole stacks by (depth, 64-bit hash
  * of the frames). A slot is published by its id (release store), written
  * last; readers take no lock, writers hold insert_lock. Tables double at
- * half load; an outgrown table stays mapped, since a reader may still be
- * probing it (it finds nothing newer there and retries under the lock). */
+ * three-quarters load; an outgrown table keeps its addresses (a reader may
+ * still be probing it) but gives its memory back: the reader then finds
+ * empty slots and retries under the lock, in the new table. */
 struct id_slot {
     _Atomic uint32_t id;
     uint32_t a;
@@ -102,7 +103,7 @@ static bool table_insert(_Atomic(struct id_table *) *tp, uint32_t a, uint64_t b,
     struct id_table *t = atomic_load_explicit(tp, memory_order_relaxed);
     if (!t)
         return false;
-    if ((t->count + 1) * 2 > t->mask) {
+    if ((uint64_t)(t->count + 1) * 4 > (uint64_t)t->mask * 3) {
         unsigned bits = 0;
         while ((1u << bits) <= t->mask)
             bits++;
@@ -115,6 +116,10 @@ static bool table_insert(_Atomic(struct id_table *) *tp, uint32_t a, uint64_t b,
                 table_put(g, t->s[i].a, t->s[i].b, sid);
         }
         atomic_store_explicit(tp, g, memory_order_release);
+        /* Give the old table's memory back but keep its addresses: a
+         * reader still probing it reads zeros, takes them for an empty
+         * slot, and retries under the lock, in the new table. */
+        madvise(t, sizeof(struct id_table) + sizeof(struct id_slot) * ((size_t)t->mask + 1), MADV_DONTNEED);
         t = g;
     }
     table_put(t, a, b, id);
