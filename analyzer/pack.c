@@ -30,6 +30,7 @@
  * back. No shared state.
  */
 #include "pack.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -480,7 +481,8 @@ static int link_groups(struct pk_state *st, size_t nchunks)
 
 /* Writes the packed form of r into fd. */
 static int pack_into(struct mt_reader *r, int fd, const char *path, int level, unsigned flags,
-                     uint64_t *chunks_out, uint64_t *bytes_out, struct mt_error *err)
+                     void (*progress)(uint64_t, uint64_t, void *), void *progress_arg, uint64_t *chunks_out,
+                     uint64_t *bytes_out, struct mt_error *err)
 {
     struct pk_state st = {
         .r = r, .fd = fd, .level = level, .keep_addresses = (flags & MT_PACK_KEEP_ADDRESSES) != 0,
@@ -508,7 +510,13 @@ static int pack_into(struct mt_reader *r, int fd, const char *path, int level, u
     st.bytes = sizeof fh;
 
     struct mt_record rec;
+    uint64_t n_rec = 0;
     while ((rc = mt_reader_next(r, &rec)) > 0) {
+        if (progress && (++n_rec & 0xffff) == 0) {
+            uint64_t done, total;
+            mt_reader_progress(r, &done, &total);
+            progress(done, total, progress_arg);
+        }
         struct pk_enc *e = enc_for(&st, rec.chunk);
         if (!e || encode(&st, e, &rec) < 0)
             goto nomem;
@@ -577,6 +585,13 @@ out:
 int mt_pack_file_ex(const char *path, int level, unsigned flags, struct mt_pack_result *res,
                     struct mt_error *err)
 {
+    return mt_pack_file_progress(path, level, flags, NULL, NULL, res, err);
+}
+
+int mt_pack_file_progress(const char *path, int level, unsigned flags,
+                          void (*progress)(uint64_t done, uint64_t total, void *arg), void *arg,
+                          struct mt_pack_result *res, struct mt_error *err)
+{
     if (level < 1 || level > ZSTD_maxCLevel()) {
         mti_error_set(err, "compression level %d out of range (1..%d)", level, ZSTD_maxCLevel());
         return -EINVAL;
@@ -637,7 +652,7 @@ int mt_pack_file_ex(const char *path, int level, unsigned flags, struct mt_pack_
     if (fstat(mt_reader_fd(r), &st) == 0)
         (void)fchmod(fd, st.st_mode & 07777);
 
-    rc = pack_into(r, fd, path, level, flags, &out.chunks, &out.bytes_after, err);
+    rc = pack_into(r, fd, path, level, flags, progress, arg, &out.chunks, &out.bytes_after, err);
     if (close(fd) < 0 && rc == 0) {
         rc = -errno;
         mti_error_set(err, "cannot write the packed copy of '%s': %s", path, strerror(-rc));
@@ -777,7 +792,11 @@ int mt_pack_main(int argc, char **argv)
     for (int i = 0; i < nfiles; i++) {
         struct mt_error err;
         struct mt_pack_result res;
-        if (mt_pack_file_ex(files[i], level, flags, &res, &err) < 0) {
+        struct mt_progress pr;
+        mt_progress_init(&pr, "packing", files[i]);
+        int prc = mt_pack_file_progress(files[i], level, flags, mt_progress_update, &pr, &res, &err);
+        mt_progress_done(&pr);
+        if (prc < 0) {
             fprintf(stderr, "memtrace: %s\n", err.msg);
             status = 1;
             continue;

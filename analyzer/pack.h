@@ -53,6 +53,12 @@ int mt_pack_file(const char *path, int level, struct mt_error *err);
 int mt_pack_file_ex(const char *path, int level, unsigned flags, struct mt_pack_result *res,
                     struct mt_error *err);
 
+/* As mt_pack_file_ex, calling progress(done, total, arg) every so often
+ * with bytes of the source read (progress may be NULL). */
+int mt_pack_file_progress(const char *path, int level, unsigned flags,
+                          void (*progress)(uint64_t done, uint64_t total, void *arg), void *arg,
+                          struct mt_pack_result *res, struct mt_error *err);
+
 /* `memtrace pack [--level N] [--force] [--keep-addresses] FILE...`; argv[0]
  * is "pack".
  * Returns the exit status: 0, 1 (a file failed) or 2 (usage). */

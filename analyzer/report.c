@@ -11,6 +11,7 @@
  * prints text or JSON. All state is local to a call.
  */
 #include "report.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -438,35 +439,6 @@ static void print_text(FILE *f, const struct mt_report *rep)
 
 /* ---- command line -------------------------------------------------------------- */
 
-struct progress {
-    const char *file;
-    struct timespec start;
-    bool tty;
-    bool shown;
-    int last_pct;
-};
-
-static void on_progress(uint64_t done, uint64_t total, void *arg)
-{
-    struct progress *p = arg;
-    if (!p->tty || total == 0)
-        return;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    double el = (double)(now.tv_sec - p->start.tv_sec) + (double)(now.tv_nsec - p->start.tv_nsec) / 1e9;
-    if (el < 1.0)
-        return;
-    int pct = (int)(done * 100 / total);
-    if (pct > 100)
-        pct = 100;
-    if (p->shown && pct == p->last_pct)
-        return;
-    fprintf(stderr, "\rmemtrace: reading %s %3d%%", p->file, pct);
-    fflush(stderr);
-    p->shown = true;
-    p->last_pct = pct;
-}
-
 static void report_usage(FILE *f)
 {
     fprintf(f,
@@ -531,14 +503,11 @@ int mt_report_main(int argc, char **argv)
     }
     bool failed = false, partial = false;
     for (int i = 0; i < nfiles; i++) {
-        struct progress pr = { .file = files[i], .tty = isatty(STDERR_FILENO) == 1 };
-        clock_gettime(CLOCK_MONOTONIC, &pr.start);
+        struct mt_progress pr;
+        mt_progress_init(&pr, "reading", files[i]);
         struct mt_error err;
-        int rc = mt_report_compute_ex(files[i], on_progress, &pr, &reps[i], &err);
-        if (pr.shown) {
-            fprintf(stderr, "\r\033[K");
-            fflush(stderr);
-        }
+        int rc = mt_report_compute_ex(files[i], mt_progress_update, &pr, &reps[i], &err);
+        mt_progress_done(&pr);
         if (rc < 0) {
             fprintf(stderr, "memtrace: %s\n", err.msg);
             failed = true;

@@ -10,6 +10,7 @@
  */
 #include "run.h"
 #include "pack.h"
+#include "progress.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -92,6 +93,17 @@ static void usage(FILE *f)
                "  -h, --help         this text\n");
 }
 
+static int pack_one(const char *path, bool quiet, struct mt_error *err)
+{
+    struct mt_progress pr;
+    mt_progress_init(&pr, "packing", path);
+    if (quiet)
+        pr.tty = false;
+    int rc = mt_pack_file_progress(path, 3, 0, mt_progress_update, &pr, NULL, err);
+    mt_progress_done(&pr);
+    return rc;
+}
+
 /* Packs `path` and every trace of the same session beside it. Returns the
  * number of child traces found. */
 static int pack_session(const char *path, pid_t session, bool pack, bool quiet)
@@ -105,7 +117,7 @@ static int pack_session(const char *path, pid_t session, bool pack, bool quiet)
 
     int children = 0;
     struct mt_error err;
-    if (pack && is_file(path) && mt_pack_file(path, 3, &err) < 0 && !quiet)
+    if (pack && is_file(path) && pack_one(path, quiet, &err) < 0 && !quiet)
         fprintf(stderr, "memtrace: %s\n", err.msg);
 
     DIR *d = opendir(dir);
@@ -131,7 +143,7 @@ static int pack_session(const char *path, pid_t session, bool pack, bool quiet)
         if (!ours)
             continue;
         children++;
-        if (pack && mt_pack_file(full, 3, &err) < 0 && !quiet)
+        if (pack && pack_one(full, quiet, &err) < 0 && !quiet)
             fprintf(stderr, "memtrace: %s\n", err.msg);
     }
     closedir(d);
