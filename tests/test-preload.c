@@ -12,6 +12,7 @@
 #include <criterion/criterion.h>
 
 #include <dirent.h>
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
@@ -26,50 +27,22 @@
 
 #include "reader.h"
 #include "report.h"
+#include "test-util.h"
 
 #define U 4096u
 
-static char tmpdir[256];
 
-static void make_tmpdir(void)
-{
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/memtrace-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-}
 
-static void remove_tmpdir(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        char p[512];
-        snprintf(p, sizeof(p), "%s/%s", tmpdir, de->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(tmpdir);
-}
+TestSuite(preload, .init = tu_make_tmpdir, .fini = tu_remove_tmpdir, .timeout = 120);
 
-TestSuite(preload, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120);
-
-static const char *env_or_die(const char *name)
-{
-    const char *v = getenv(name);
-    cr_assert(v && *v, "%s is not set (run through meson test)", name);
-    return v;
-}
 
 /* Runs argv with extra "NAME=value" settings; stdout and stderr go to
- * files in tmpdir. Returns the wait status. */
+ * files in tu_tmpdir. Returns the wait status. */
 static int run_with(char *const argv[], const char *const *envs)
 {
-    char out[512], err[512];
-    snprintf(out, sizeof(out), "%s/stdout", tmpdir);
-    snprintf(err, sizeof(err), "%s/stderr", tmpdir);
+    char out[PATH_MAX + 64], err[PATH_MAX + 64];
+    snprintf(out, sizeof(out), "%s/stdout", tu_tmpdir);
+    snprintf(err, sizeof(err), "%s/stderr", tu_tmpdir);
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
@@ -88,94 +61,31 @@ static int run_with(char *const argv[], const char *const *envs)
 
 static char *trace_path(const char *name)
 {
-    static char buf[512];
-    snprintf(buf, sizeof(buf), "%s/%s", tmpdir, name);
+    static char buf[PATH_MAX + 64];
+    snprintf(buf, sizeof(buf), "%s/%s", tu_tmpdir, name);
     return buf;
 }
 
-/* Runs `patterns scenario` preloaded, tracing into tmpdir/t.bin. */
+/* Runs `patterns scenario` preloaded, tracing into tu_tmpdir/t.bin. */
 static int run_pattern(const char *scenario, const char *extra_env)
 {
-    static char pre[600], out[600];
-    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", env_or_die("MEMTRACE_TEST_LIB"));
-    snprintf(out, sizeof(out), "MEMTRACE_OUTPUT=%s/t.bin", tmpdir);
+    static char pre[PATH_MAX + 64], out[PATH_MAX + 64];
+    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", tu_env("MEMTRACE_TEST_LIB"));
+    snprintf(out, sizeof(out), "MEMTRACE_OUTPUT=%s/t.bin", tu_tmpdir);
     const char *envs[] = { pre, out, "MEMTRACE_SESSION=", extra_env, NULL };
-    char *argv[] = { (char *)env_or_die("MEMTRACE_TEST_PATTERNS"), (char *)scenario, NULL };
+    char *argv[] = { (char *)tu_env("MEMTRACE_TEST_PATTERNS"), (char *)scenario, NULL };
     return run_with(argv, envs);
 }
 
-static char *slurp(const char *name)
-{
-    static char buf[8192];
-    char p[512];
-    snprintf(p, sizeof(p), "%s/%s", tmpdir, name);
-    FILE *f = fopen(p, "r");
-    cr_assert_not_null(f);
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    return buf;
-}
 
-static void report_of(const char *path, struct mt_report *rep)
-{
-    struct mt_error err = { "" };
-    memset(rep, 0, sizeof(*rep));
-    cr_assert_eq(mt_report_compute(path, rep, &err), 0, "%s: %s", path, err.msg);
-    cr_assert_not(rep->partial, "%s is partial", path);
-}
 
-/* Events of one size in a trace: allocations of it, and frees of blocks
- * that had it. */
-struct sized {
-    uint64_t allocs, frees, live, peak;
-};
 
-static struct sized sized_events(const char *path, uint64_t size)
-{
-    struct mt_reader *r;
-    struct mt_error err = { "" };
-    cr_assert_eq(mt_reader_open(path, &r, &err), 0, "%s", err.msg);
-    struct sized s = { 0, 0, 0, 0 };
-    static uint64_t blocks[70000];
-    size_t n = 0;
-    struct mt_record rec;
-    int rc;
-    while ((rc = mt_reader_next(r, &rec)) > 0) {
-        if (rec.type == MT_REC_ALLOC && rec.size == size) {
-            cr_assert_lt(n, sizeof(blocks) / sizeof(blocks[0]));
-            blocks[n++] = rec.block;
-            s.allocs++;
-            s.live++;
-            if (s.live > s.peak)
-                s.peak = s.live;
-        } else if (rec.type == MT_REC_FREE) {
-            for (size_t i = 0; i < n; i++) {
-                if (blocks[i] == rec.block) {
-                    blocks[i] = blocks[--n];
-                    s.frees++;
-                    s.live--;
-                    break;
-                }
-            }
-        }
-    }
-    cr_assert_eq(rc, 0, "%s", mt_reader_error(r));
-    mt_reader_close(r);
-    return s;
-}
-
-static void expect_exit(int status, int code)
-{
-    cr_assert(WIFEXITED(status), "did not exit (status 0x%x)", status);
-    cr_assert_eq(WEXITSTATUS(status), code);
-}
 
 static void expect_heap(const char *scenario, uint64_t peak, uint64_t allocs, uint64_t total)
 {
-    expect_exit(run_pattern(scenario, NULL), 0);
+    tu_expect_exit(run_pattern(scenario, NULL), 0);
     struct mt_report rep;
-    report_of(trace_path("t.bin"), &rep);
+    tu_report_of(trace_path("t.bin"), &rep);
     cr_expect_eq(rep.host.peak_bytes, peak, "%s: peak %lu, expected %lu", scenario,
                  (unsigned long)rep.host.peak_bytes, (unsigned long)peak);
     cr_expect_eq(rep.host.end_bytes, 0);
@@ -217,9 +127,9 @@ Test(preload, aligned_family)
 
 Test(preload, mmap_munmap_mremap)
 {
-    expect_exit(run_pattern("maps", NULL), 0);
+    tu_expect_exit(run_pattern("maps", NULL), 0);
     struct mt_report rep;
-    report_of(trace_path("t.bin"), &rep);
+    tu_report_of(trace_path("t.bin"), &rep);
     uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
     /* 64 pages, 16 punched out, the 32-page tail remapped to 96: 112. */
     cr_expect_eq(rep.host.mmap_peak_bytes, 112 * pg, "anonymous peak %lu pages",
@@ -233,14 +143,14 @@ Test(preload, mmap_munmap_mremap)
 
 Test(preload, sixty_four_threads_lose_nothing)
 {
-    expect_exit(run_pattern("threads", NULL), 0);
+    tu_expect_exit(run_pattern("threads", NULL), 0);
     uint64_t size = U + 13;
-    struct sized s = sized_events(trace_path("t.bin"), size);
+    struct tu_sized s = tu_sized_events(trace_path("t.bin"), size);
     cr_expect_eq(s.allocs, 64 * 1000);
     cr_expect_eq(s.frees, 64 * 1000);
     cr_expect_eq(s.peak, 64 * 1000, "all blocks live at once in merged order");
     struct mt_report rep;
-    report_of(trace_path("t.bin"), &rep);
+    tu_report_of(trace_path("t.bin"), &rep);
     cr_expect_geq(rep.host.peak_bytes, 64 * 1000 * size);
     /* What else is live then is the C library's per-thread bookkeeping. */
     cr_expect_lt(rep.host.peak_bytes - 64 * 1000 * size, 1u << 20);
@@ -249,15 +159,15 @@ Test(preload, sixty_four_threads_lose_nothing)
     mt_report_destroy(&rep);
 }
 
-static int find_child_traces(char paths[][512], int max)
+static int find_child_traces(char paths[][PATH_MAX + 64], int max)
 {
-    char pat[600];
-    snprintf(pat, sizeof(pat), "%s/t.*.bin", tmpdir);
+    char pat[PATH_MAX + 64];
+    snprintf(pat, sizeof(pat), "%s/t.*.bin", tu_tmpdir);
     glob_t g;
     int n = 0;
     if (glob(pat, 0, NULL, &g) == 0) {
         for (size_t i = 0; i < g.gl_pathc && n < max; i++)
-            snprintf(paths[n++], 512, "%s", g.gl_pathv[i]);
+            snprintf(paths[n++], PATH_MAX + 64, "%s", g.gl_pathv[i]);
         globfree(&g);
     }
     return n;
@@ -265,17 +175,17 @@ static int find_child_traces(char paths[][512], int max)
 
 Test(preload, forked_child_has_its_own_file)
 {
-    expect_exit(run_pattern("forks", NULL), 0);
-    cr_expect_eq(sized_events(trace_path("t.bin"), 3 * U + 17).allocs, 2);
-    cr_expect_eq(sized_events(trace_path("t.bin"), 5 * U + 17).allocs, 0);
-    char child[4][512];
+    tu_expect_exit(run_pattern("forks", NULL), 0);
+    cr_expect_eq(tu_sized_events(trace_path("t.bin"), 3 * U + 17).allocs, 2);
+    cr_expect_eq(tu_sized_events(trace_path("t.bin"), 5 * U + 17).allocs, 0);
+    char child[4][PATH_MAX + 64];
     cr_assert_eq(find_child_traces(child, 4), 1);
-    struct sized s = sized_events(child[0], 5 * U + 17);
+    struct tu_sized s = tu_sized_events(child[0], 5 * U + 17);
     cr_expect_eq(s.allocs, 4);
     cr_expect_eq(s.frees, 4);
-    cr_expect_eq(sized_events(child[0], 3 * U + 17).allocs, 0);
+    cr_expect_eq(tu_sized_events(child[0], 3 * U + 17).allocs, 0);
     struct mt_report rep;
-    report_of(child[0], &rep);
+    tu_report_of(child[0], &rep);
     cr_expect_eq(rep.host.peak_bytes, 4 * (5 * U + 17));
     cr_expect(rep.complete);
     mt_report_destroy(&rep);
@@ -283,20 +193,20 @@ Test(preload, forked_child_has_its_own_file)
 
 Test(preload, no_follow_leaves_children_alone)
 {
-    expect_exit(run_pattern("forks", "MEMTRACE_FOLLOW=0"), 0);
-    char child[4][512];
+    tu_expect_exit(run_pattern("forks", "MEMTRACE_FOLLOW=0"), 0);
+    char child[4][PATH_MAX + 64];
     cr_expect_eq(find_child_traces(child, 4), 0);
-    cr_expect_eq(sized_events(trace_path("t.bin"), 3 * U + 17).allocs, 2);
+    cr_expect_eq(tu_sized_events(trace_path("t.bin"), 3 * U + 17).allocs, 2);
 }
 
 Test(preload, exec_gets_its_own_file)
 {
-    expect_exit(run_pattern("execs", NULL), 0);
-    cr_expect_eq(sized_events(trace_path("t.bin"), 7 * U + 19).allocs, 1);
-    char child[4][512];
+    tu_expect_exit(run_pattern("execs", NULL), 0);
+    cr_expect_eq(tu_sized_events(trace_path("t.bin"), 7 * U + 19).allocs, 1);
+    char child[4][PATH_MAX + 64];
     cr_assert_eq(find_child_traces(child, 4), 1);
     struct mt_report rep;
-    report_of(child[0], &rep);
+    tu_report_of(child[0], &rep);
     cr_expect_eq(rep.host.peak_bytes, 6 * U + 6);
     cr_expect(rep.complete);
     mt_report_destroy(&rep);
@@ -304,9 +214,9 @@ Test(preload, exec_gets_its_own_file)
 
 Test(preload, other_glibc_entry_points_work)
 {
-    expect_exit(run_pattern("glibc", NULL), 0);
-    cr_expect_str_eq(slurp("stdout"), "glibc ok\n");
-    cr_expect_str_eq(slurp("stderr"), "");
+    tu_expect_exit(run_pattern("glibc", NULL), 0);
+    cr_expect_str_eq(tu_slurp("stdout"), "glibc ok\n");
+    cr_expect_str_eq(tu_slurp("stderr"), "");
 }
 
 /* Ten blocks of 9U+23 are live when the program ends its way. */
@@ -317,11 +227,11 @@ static void expect_end(const char *scenario, int exit_code, int sig, bool ended)
         cr_assert(WIFSIGNALED(status), "%s: not killed by a signal", scenario);
         cr_expect_eq(WTERMSIG(status), sig);
     } else {
-        expect_exit(status, exit_code);
+        tu_expect_exit(status, exit_code);
     }
     struct mt_report rep;
-    report_of(trace_path("t.bin"), &rep);
-    struct sized s = sized_events(trace_path("t.bin"), 9 * U + 23);
+    tu_report_of(trace_path("t.bin"), &rep);
+    struct tu_sized s = tu_sized_events(trace_path("t.bin"), 9 * U + 23);
     cr_expect_eq(s.allocs, 10, "%s: %lu of 10 allocations in the trace", scenario, (unsigned long)s.allocs);
     cr_expect_eq(s.allocs - s.frees, 10);
     if (strcmp(scenario, "end-exit-thread"))
@@ -366,41 +276,41 @@ Test(preload, sigkill)
 
 Test(preload, unwritable_output_harms_nothing)
 {
-    static char pre[600];
-    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", env_or_die("MEMTRACE_TEST_LIB"));
+    static char pre[PATH_MAX + 64];
+    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", tu_env("MEMTRACE_TEST_LIB"));
     const char *envs[] = { pre, "MEMTRACE_OUTPUT=/nonexistent-dir/t.bin", "MEMTRACE_SESSION=", NULL };
-    char *argv[] = { (char *)env_or_die("MEMTRACE_TEST_PATTERNS"), "glibc", NULL };
-    expect_exit(run_with(argv, envs), 0);
-    cr_expect_str_eq(slurp("stdout"), "glibc ok\n");
-    const char *err = slurp("stderr");
+    char *argv[] = { (char *)tu_env("MEMTRACE_TEST_PATTERNS"), "glibc", NULL };
+    tu_expect_exit(run_with(argv, envs), 0);
+    cr_expect_str_eq(tu_slurp("stdout"), "glibc ok\n");
+    const char *err = tu_slurp("stderr");
     cr_expect(!strncmp(err, "memtrace: cannot write trace '/nonexistent-dir/t.bin'", 52), "stderr: %s", err);
     cr_expect_eq(strchr(err, '\n') - err + 1, (long)strlen(err), "exactly one line: %s", err);
 }
 
 Test(preload, full_disk_stops_recording_once)
 {
-    char mnt[512];
-    snprintf(mnt, sizeof(mnt), "%s/small", tmpdir);
+    char mnt[PATH_MAX + 64];
+    snprintf(mnt, sizeof(mnt), "%s/small", tu_tmpdir);
     mkdir(mnt, 0755);
     if (mount("tmpfs", mnt, "tmpfs", 0, "size=256k") != 0) {
         rmdir(mnt);
         cr_skip_test("cannot mount a small tmpfs here (%s)", strerror(errno));
     }
-    static char pre[600], out[600];
-    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", env_or_die("MEMTRACE_TEST_LIB"));
+    static char pre[PATH_MAX + 64], out[2 * PATH_MAX];
+    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", tu_env("MEMTRACE_TEST_LIB"));
     snprintf(out, sizeof(out), "MEMTRACE_OUTPUT=%s/t.bin", mnt);
     const char *envs[] = { pre, out, "MEMTRACE_SESSION=", NULL };
-    char *argv[] = { (char *)env_or_die("MEMTRACE_TEST_PATTERNS"), "threads", NULL };
+    char *argv[] = { (char *)tu_env("MEMTRACE_TEST_PATTERNS"), "threads", NULL };
     int status = run_with(argv, envs);
-    char path[600];
+    char path[2 * PATH_MAX];
     snprintf(path, sizeof(path), "%s/t.bin", mnt);
     struct mt_report rep;
     struct mt_error err = { "" };
     int rc = mt_report_compute(path, &rep, &err);
     umount(mnt);
     rmdir(mnt);
-    expect_exit(status, 0);
-    const char *e = slurp("stderr");
+    tu_expect_exit(status, 0);
+    const char *e = tu_slurp("stderr");
     cr_expect(strstr(e, "No space left on device") != NULL, "stderr: %s", e);
     cr_expect_eq(strchr(e, '\n') - e + 1, (long)strlen(e), "exactly one line: %s", e);
     /* What was recorded before the disk filled is still readable. */
@@ -415,13 +325,13 @@ Test(preload, full_disk_stops_recording_once)
  * through it, and its unloading is written too. */
 Test(preload, dlopened_library_is_in_the_module_map)
 {
-    static char pre[600], out[600];
-    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", env_or_die("MEMTRACE_TEST_LIB"));
-    snprintf(out, sizeof(out), "MEMTRACE_OUTPUT=%s/t.bin", tmpdir);
+    static char pre[PATH_MAX + 64], out[PATH_MAX + 64];
+    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", tu_env("MEMTRACE_TEST_LIB"));
+    snprintf(out, sizeof(out), "MEMTRACE_OUTPUT=%s/t.bin", tu_tmpdir);
     const char *envs[] = { pre, out, "MEMTRACE_SESSION=", NULL };
-    char *argv[] = { (char *)env_or_die("MEMTRACE_TEST_PATTERNS"), "dlopen",
-                     (char *)env_or_die("MEMTRACE_TEST_PLUGIN"), NULL };
-    expect_exit(run_with(argv, envs), 0);
+    char *argv[] = { (char *)tu_env("MEMTRACE_TEST_PATTERNS"), "dlopen",
+                     (char *)tu_env("MEMTRACE_TEST_PLUGIN"), NULL };
+    tu_expect_exit(run_with(argv, envs), 0);
 
     struct mt_reader *r;
     struct mt_error err = { "" };
@@ -469,12 +379,12 @@ Test(preload, dlopened_library_is_in_the_module_map)
  * child hangs or crashes, and every child's trace holds its allocation. */
 Test(preload, fork_while_threads_allocate_and_dlopen)
 {
-    expect_exit(run_pattern("fork-storm", NULL), 0);
-    char child[64][512];
+    tu_expect_exit(run_pattern("fork-storm", NULL), 0);
+    char child[64][PATH_MAX + 64];
     int n = find_child_traces(child, 64);
     cr_assert_eq(n, 50, "%d child traces", n);
     for (int i = 0; i < n; i++) {
-        struct sized s = sized_events(child[i], 13 * U + 37);
+        struct tu_sized s = tu_sized_events(child[i], 13 * U + 37);
         cr_expect_eq(s.allocs, 1, "%s", child[i]);
         cr_expect_eq(s.frees, 1, "%s", child[i]);
     }
@@ -485,15 +395,15 @@ Test(preload, fork_while_threads_allocate_and_dlopen)
  * trace keeps everything. */
 Test(preload, program_closing_all_descriptors)
 {
-    static char pre[600], out[600], victim[600];
-    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", env_or_die("MEMTRACE_TEST_LIB"));
-    snprintf(out, sizeof(out), "MEMTRACE_OUTPUT=%s/t.bin", tmpdir);
-    snprintf(victim, sizeof(victim), "%s/victim", tmpdir);
+    static char pre[PATH_MAX + 64], out[PATH_MAX + 64], victim[PATH_MAX + 64];
+    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", tu_env("MEMTRACE_TEST_LIB"));
+    snprintf(out, sizeof(out), "MEMTRACE_OUTPUT=%s/t.bin", tu_tmpdir);
+    snprintf(victim, sizeof(victim), "%s/victim", tu_tmpdir);
     const char *envs[] = { pre, out, "MEMTRACE_SESSION=", NULL };
-    char *argv[] = { (char *)env_or_die("MEMTRACE_TEST_PATTERNS"), "close-fds", victim, NULL };
-    expect_exit(run_with(argv, envs), 0);
-    cr_expect_str_eq(slurp("victim"), "victim\n");
-    struct sized s = sized_events(trace_path("t.bin"), 14 * U + 41);
+    char *argv[] = { (char *)tu_env("MEMTRACE_TEST_PATTERNS"), "close-fds", victim, NULL };
+    tu_expect_exit(run_with(argv, envs), 0);
+    cr_expect_str_eq(tu_slurp("victim"), "victim\n");
+    struct tu_sized s = tu_sized_events(trace_path("t.bin"), 14 * U + 41);
     cr_expect_eq(s.allocs, 50000);
     cr_expect_eq(s.frees, 50000);
 }
@@ -502,12 +412,12 @@ Test(preload, program_closing_all_descriptors)
  * numbers the program's open() returns. */
 Test(preload, descriptor_numbers_unchanged)
 {
-    char *argv[] = { (char *)env_or_die("MEMTRACE_TEST_PATTERNS"), "fd-number", NULL };
+    char *argv[] = { (char *)tu_env("MEMTRACE_TEST_PATTERNS"), "fd-number", NULL };
     const char *none[] = { "LD_PRELOAD=", NULL };
-    expect_exit(run_with(argv, none), 0);
+    tu_expect_exit(run_with(argv, none), 0);
     char native[64];
-    snprintf(native, sizeof(native), "%s", slurp("stdout"));
-    expect_exit(run_pattern("fd-number", NULL), 0);
-    cr_expect_str_eq(slurp("stdout"), native);
-    cr_expect_eq(sized_events(trace_path("t.bin"), 15 * U + 43).allocs, 1);
+    snprintf(native, sizeof(native), "%s", tu_slurp("stdout"));
+    tu_expect_exit(run_pattern("fd-number", NULL), 0);
+    cr_expect_str_eq(tu_slurp("stdout"), native);
+    cr_expect_eq(tu_sized_events(trace_path("t.bin"), 15 * U + 43).allocs, 1);
 }

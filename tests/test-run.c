@@ -31,77 +31,36 @@
 #include "memtrace-format.h"
 #include "reader.h"
 #include "report.h"
+#include "test-util.h"
 
 #define U 4096u
 #define END_SIZE (9 * U + 23)
 #define CHILD_SIZE (5 * U + 17)
 
-static char tmpdir[256];
 
-static void make_tmpdir(void)
-{
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/memtrace-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    /* Compare with the paths memtrace prints, which are getcwd()'s. */
-    char real[PATH_MAX];
-    cr_assert_not_null(realpath(tmpdir, real));
-    cr_assert_lt(strlen(real), sizeof(tmpdir));
-    memcpy(tmpdir, real, strlen(real) + 1);
-}
 
-static void remove_tmpdir(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        char p[PATH_MAX];
-        snprintf(p, sizeof(p), "%s/%s", tmpdir, de->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(tmpdir);
-}
+TestSuite(run, .init = tu_make_tmpdir, .fini = tu_remove_tmpdir, .timeout = 120);
 
-TestSuite(run, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120);
-
-static const char *env_or_die(const char *name)
-{
-    const char *v = getenv(name);
-    cr_assert(v && *v, "%s is not set (run through meson test)", name);
-    return v;
-}
 
 static char *memtrace_exe(void)
 {
-    return (char *)env_or_die("MEMTRACE_TEST_MEMTRACE");
+    return (char *)tu_env("MEMTRACE_TEST_MEMTRACE");
 }
 
 static char *patterns_exe(void)
 {
-    return (char *)env_or_die("MEMTRACE_TEST_PATTERNS");
+    return (char *)tu_env("MEMTRACE_TEST_PATTERNS");
 }
 
-static char *in_tmp(const char *name)
-{
-    static char buf[4][PATH_MAX];
-    static int next;
-    char *p = buf[next++ % 4];
-    snprintf(p, PATH_MAX, "%s/%s", tmpdir, name);
-    return p;
-}
 
-/* Starts argv with stdout and stderr going to tmpdir/stdout and
- * tmpdir/stderr, in directory cwd (NULL: unchanged), in a process group of
+/* Starts argv with stdout and stderr going to tu_tmpdir/stdout and
+ * tu_tmpdir/stderr, in directory cwd (NULL: unchanged), in a process group of
  * its own, without MEMTRACE_* settings inherited from the caller. */
 static pid_t spawn(char *const argv[], const char *cwd)
 {
     char out[PATH_MAX], err[PATH_MAX];
-    snprintf(out, sizeof(out), "%s/stdout", tmpdir);
-    snprintf(err, sizeof(err), "%s/stderr", tmpdir);
+    snprintf(out, sizeof(out), "%s/stdout", tu_tmpdir);
+    snprintf(err, sizeof(err), "%s/stderr", tu_tmpdir);
     fflush(NULL);
     pid_t pid = fork();
     cr_assert(pid >= 0);
@@ -149,18 +108,6 @@ static int run(char *const argv[])
     return run_in(argv, NULL, NULL);
 }
 
-static char *slurp(const char *name)
-{
-    static char buf[2][16384];
-    static int next;
-    char *b = buf[next++ % 2];
-    FILE *f = fopen(in_tmp(name), "r");
-    cr_assert_not_null(f, "%s: %s", name, strerror(errno));
-    size_t n = fread(b, 1, sizeof(buf[0]) - 1, f);
-    fclose(f);
-    b[n] = 0;
-    return b;
-}
 
 static bool one_line(const char *s)
 {
@@ -179,11 +126,6 @@ static bool exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-static void expect_exit(int status, int code)
-{
-    cr_assert(WIFEXITED(status), "did not exit (status 0x%x)", status);
-    cr_assert_eq(WEXITSTATUS(status), code, "exit code %d, expected %d", WEXITSTATUS(status), code);
-}
 
 static void expect_signal(int status, int sig)
 {
@@ -194,19 +136,19 @@ static void expect_signal(int status, int sig)
 /* stderr is exactly one line of memtrace's saying where the trace went. */
 static void expect_written(const char *path)
 {
-    const char *err = slurp("stderr");
+    const char *err = tu_slurp("stderr");
     char want[PATH_MAX + 64];
     snprintf(want, sizeof(want), "memtrace: trace written to %s", path);
     cr_expect(one_line(err), "not one line on stderr: '%s'", err);
     cr_expect(starts_with(err, want), "stderr: '%s', expected '%s...'", err, want);
 }
 
-/* Files in tmpdir matching a glob pattern. */
+/* Files in tu_tmpdir matching a glob pattern. */
 static int count_files(const char *pattern, char first[PATH_MAX])
 {
     glob_t g;
     int n = 0;
-    if (glob(in_tmp(pattern), 0, NULL, &g) == 0) {
+    if (glob(tu_in_tmp(pattern), 0, NULL, &g) == 0) {
         n = (int)g.gl_pathc;
         if (first && n)
             snprintf(first, PATH_MAX, "%s", g.gl_pathv[0]);
@@ -231,58 +173,16 @@ static bool is_packed(const char *path)
     return file_header(path).flags & MT_FILE_PACKED;
 }
 
-static void report_of(const char *path, struct mt_report *rep)
-{
-    struct mt_error err = { "" };
-    memset(rep, 0, sizeof(*rep));
-    cr_assert_eq(mt_report_compute(path, rep, &err), 0, "%s: %s", path, err.msg);
-    cr_assert_not(rep->partial, "%s is partial", path);
-}
 
-/* Allocations of one size in a trace, and how many of them are live at the
- * end. */
-struct sized {
-    uint64_t allocs, live;
-};
-
-static struct sized sized_events(const char *path, uint64_t size)
-{
-    struct mt_reader *r;
-    struct mt_error err = { "" };
-    cr_assert_eq(mt_reader_open(path, &r, &err), 0, "%s", err.msg);
-    struct sized s = { 0, 0 };
-    uint64_t blocks[64];
-    size_t n = 0;
-    struct mt_record rec;
-    int rc;
-    while ((rc = mt_reader_next(r, &rec)) > 0) {
-        if (rec.type == MT_REC_ALLOC && rec.size == size) {
-            cr_assert_lt(n, sizeof(blocks) / sizeof(blocks[0]));
-            blocks[n++] = rec.block;
-            s.allocs++;
-        } else if (rec.type == MT_REC_FREE) {
-            for (size_t i = 0; i < n; i++) {
-                if (blocks[i] == rec.block) {
-                    blocks[i] = blocks[--n];
-                    break;
-                }
-            }
-        }
-    }
-    cr_assert_eq(rc, 0, "%s", mt_reader_error(r));
-    mt_reader_close(r);
-    s.live = n;
-    return s;
-}
 
 /* The end-* scenarios: ten blocks of END_SIZE live at the end. */
 static void expect_ten_live(const char *path)
 {
-    struct sized s = sized_events(path, END_SIZE);
+    struct tu_sized s = tu_sized_events(path, END_SIZE);
     cr_expect_eq(s.allocs, 10, "%s: %lu of 10 allocations", path, (unsigned long)s.allocs);
     cr_expect_eq(s.live, 10, "%s: %lu of 10 blocks live at the end", path, (unsigned long)s.live);
     struct mt_report rep;
-    report_of(path, &rep);
+    tu_report_of(path, &rep);
     cr_expect_eq(rep.host.end_bytes, 10 * END_SIZE, "%s: %lu bytes live at the end", path,
                  (unsigned long)rep.host.end_bytes);
     mt_report_destroy(&rep);
@@ -292,14 +192,14 @@ static void expect_ten_live(const char *path)
 
 Test(run, exit_code_and_output_pass_through)
 {
-    char *argv[] = { memtrace_exe(), "run", "-o", in_tmp("T.bin"), "--", patterns_exe(), "end-exit", NULL };
-    expect_exit(run(argv), 5);
-    cr_expect_str_eq(slurp("stdout"), "before end\n");
-    expect_written(in_tmp("T.bin"));
-    cr_expect(is_packed(in_tmp("T.bin")));
-    expect_ten_live(in_tmp("T.bin"));
+    char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "end-exit", NULL };
+    tu_expect_exit(run(argv), 5);
+    cr_expect_str_eq(tu_slurp("stdout"), "before end\n");
+    expect_written(tu_in_tmp("T.bin"));
+    cr_expect(is_packed(tu_in_tmp("T.bin")));
+    expect_ten_live(tu_in_tmp("T.bin"));
     struct mt_report rep;
-    report_of(in_tmp("T.bin"), &rep);
+    tu_report_of(tu_in_tmp("T.bin"), &rep);
     cr_expect(rep.complete);
     cr_expect_eq(rep.exit_status, 5);
     mt_report_destroy(&rep);
@@ -307,22 +207,22 @@ Test(run, exit_code_and_output_pass_through)
 
 Test(run, quiet_prints_nothing_of_its_own)
 {
-    char *argv[] = { memtrace_exe(), "run", "-q", "-o", in_tmp("T.bin"), "--", patterns_exe(), "end-exit", NULL };
-    expect_exit(run(argv), 5);
-    cr_expect_str_eq(slurp("stdout"), "before end\n");
-    cr_expect_str_eq(slurp("stderr"), "");
-    cr_expect(is_packed(in_tmp("T.bin")));
+    char *argv[] = { memtrace_exe(), "run", "-q", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "end-exit", NULL };
+    tu_expect_exit(run(argv), 5);
+    cr_expect_str_eq(tu_slurp("stdout"), "before end\n");
+    cr_expect_str_eq(tu_slurp("stderr"), "");
+    cr_expect(is_packed(tu_in_tmp("T.bin")));
 }
 
 static void expect_dies_by(const char *scenario, int sig)
 {
-    char *argv[] = { memtrace_exe(), "run", "-o", in_tmp("T.bin"), "--", patterns_exe(), (char *)scenario, NULL };
+    char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), (char *)scenario, NULL };
     expect_signal(run(argv), sig);
-    cr_expect_str_eq(slurp("stdout"), "before end\n");
-    expect_written(in_tmp("T.bin"));
-    cr_assert(exists(in_tmp("T.bin")), "%s: no trace", scenario);
-    cr_expect(is_packed(in_tmp("T.bin")), "%s: trace not packed", scenario);
-    expect_ten_live(in_tmp("T.bin"));
+    cr_expect_str_eq(tu_slurp("stdout"), "before end\n");
+    expect_written(tu_in_tmp("T.bin"));
+    cr_assert(exists(tu_in_tmp("T.bin")), "%s: no trace", scenario);
+    cr_expect(is_packed(tu_in_tmp("T.bin")), "%s: trace not packed", scenario);
+    expect_ten_live(tu_in_tmp("T.bin"));
 }
 
 Test(run, segv_passes_through)
@@ -344,7 +244,7 @@ Test(run, abort_passes_through)
 static void wait_for_before_end(pid_t pid)
 {
     for (int i = 0; i < 2000; i++) {
-        FILE *f = fopen(in_tmp("stdout"), "r");
+        FILE *f = fopen(tu_in_tmp("stdout"), "r");
         char line[64] = "";
         if (f) {
             char *got = fgets(line, sizeof(line), f);
@@ -362,27 +262,27 @@ static void wait_for_before_end(pid_t pid)
 
 Test(run, sigterm_to_memtrace_is_forwarded)
 {
-    char *argv[] = { memtrace_exe(), "run", "-o", in_tmp("T.bin"), "--", patterns_exe(), "end-pause", NULL };
+    char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "end-pause", NULL };
     pid_t pid = spawn(argv, NULL);
     wait_for_before_end(pid);
     cr_assert_eq(kill(pid, SIGTERM), 0);
     expect_signal(wait_for(pid), SIGTERM);
-    expect_written(in_tmp("T.bin"));
-    cr_expect(is_packed(in_tmp("T.bin")));
-    expect_ten_live(in_tmp("T.bin"));
+    expect_written(tu_in_tmp("T.bin"));
+    cr_expect(is_packed(tu_in_tmp("T.bin")));
+    expect_ten_live(tu_in_tmp("T.bin"));
 }
 
 Test(run, sigint_to_the_group_ends_the_command_then_memtrace)
 {
-    char *argv[] = { memtrace_exe(), "run", "-o", in_tmp("T.bin"), "--", patterns_exe(), "end-pause", NULL };
+    char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "end-pause", NULL };
     pid_t pid = spawn(argv, NULL);
     wait_for_before_end(pid);
     /* As a terminal's ^C: the whole process group. */
     cr_assert_eq(kill(-pid, SIGINT), 0);
     expect_signal(wait_for(pid), SIGINT);
-    expect_written(in_tmp("T.bin"));
-    cr_expect(is_packed(in_tmp("T.bin")));
-    expect_ten_live(in_tmp("T.bin"));
+    expect_written(tu_in_tmp("T.bin"));
+    cr_expect(is_packed(tu_in_tmp("T.bin")));
+    expect_ten_live(tu_in_tmp("T.bin"));
 }
 
 /* ---- output names, children, packing ------------------------------------ */
@@ -391,13 +291,13 @@ Test(run, default_output_is_named_after_the_command_pid)
 {
     char *argv[] = { memtrace_exe(), "run", "--", patterns_exe(), "end-exit", NULL };
     pid_t memtrace_pid;
-    expect_exit(run_in(argv, tmpdir, &memtrace_pid), 5);
+    tu_expect_exit(run_in(argv, tu_tmpdir, &memtrace_pid), 5);
     char path[PATH_MAX];
     cr_assert_eq(count_files("memtrace.*.bin", path), 1, "not exactly one memtrace.*.bin");
     unsigned pid = 0;
     cr_assert_eq(sscanf(strrchr(path, '/') + 1, "memtrace.%u.bin", &pid), 1, "%s", path);
     struct mt_report rep;
-    report_of(path, &rep);
+    tu_report_of(path, &rep);
     cr_expect_eq(rep.pid, pid, "file named after pid %u, trace of pid %u", pid, rep.pid);
     cr_expect_eq(rep.ppid, (uint32_t)memtrace_pid, "the command's parent is memtrace");
     cr_expect_eq(rep.session_pid, pid);
@@ -409,58 +309,58 @@ Test(run, default_output_is_named_after_the_command_pid)
 
 Test(run, children_write_their_own_packed_files)
 {
-    char *argv[] = { memtrace_exe(), "run", "-o", in_tmp("T.bin"), "--", patterns_exe(), "forks", NULL };
-    expect_exit(run(argv), 0);
+    char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "forks", NULL };
+    tu_expect_exit(run(argv), 0);
     char child[PATH_MAX];
     cr_assert_eq(count_files("T.*.bin", child), 1, "not exactly one child trace");
-    cr_expect(is_packed(in_tmp("T.bin")), "T.bin not packed");
+    cr_expect(is_packed(tu_in_tmp("T.bin")), "T.bin not packed");
     cr_expect(is_packed(child), "%s not packed", child);
-    struct mt_file_hdr main_h = file_header(in_tmp("T.bin")), child_h = file_header(child);
+    struct mt_file_hdr main_h = file_header(tu_in_tmp("T.bin")), child_h = file_header(child);
     char want[64];
     snprintf(want, sizeof(want), "/T.%u.bin", child_h.pid);
     cr_expect(strstr(child, want) != NULL, "%s is not named after pid %u", child, child_h.pid);
     cr_expect_neq(child_h.pid, main_h.pid);
     cr_expect_eq(child_h.session_pid, main_h.pid);
-    cr_expect_eq(sized_events(child, CHILD_SIZE).allocs, 4);
-    cr_expect_eq(sized_events(in_tmp("T.bin"), CHILD_SIZE).allocs, 0);
-    const char *err = slurp("stderr");
-    expect_written(in_tmp("T.bin"));
+    cr_expect_eq(tu_sized_events(child, CHILD_SIZE).allocs, 4);
+    cr_expect_eq(tu_sized_events(tu_in_tmp("T.bin"), CHILD_SIZE).allocs, 0);
+    const char *err = tu_slurp("stderr");
+    expect_written(tu_in_tmp("T.bin"));
     cr_expect(strstr(err, "(and 1 more beside it") != NULL, "stderr: %s", err);
 }
 
 Test(run, no_follow_traces_only_the_command)
 {
-    char *argv[] = { memtrace_exe(), "run", "--no-follow", "-o", in_tmp("T.bin"), "--", patterns_exe(), "forks",
+    char *argv[] = { memtrace_exe(), "run", "--no-follow", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "forks",
                      NULL };
-    expect_exit(run(argv), 0);
+    tu_expect_exit(run(argv), 0);
     cr_expect_eq(count_files("T.*.bin", NULL), 0, "a child trace was written");
-    cr_expect(is_packed(in_tmp("T.bin")));
-    cr_expect_eq(sized_events(in_tmp("T.bin"), 3 * U + 17).allocs, 2);
-    expect_written(in_tmp("T.bin"));
+    cr_expect(is_packed(tu_in_tmp("T.bin")));
+    cr_expect_eq(tu_sized_events(tu_in_tmp("T.bin"), 3 * U + 17).allocs, 2);
+    expect_written(tu_in_tmp("T.bin"));
 }
 
 /* The command execs itself: the trace of the new image (T.<pid>.bin, pid
  * of the command itself) is one of the run's traces and is packed too. */
 Test(run, exec_image_trace_is_packed_too)
 {
-    char *argv[] = { memtrace_exe(), "run", "-o", in_tmp("T.bin"), "--", patterns_exe(), "execs", NULL };
-    expect_exit(run(argv), 0);
+    char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "execs", NULL };
+    tu_expect_exit(run(argv), 0);
     char image[PATH_MAX];
     cr_assert_eq(count_files("T.*.bin", image), 1, "not exactly one trace beside T.bin");
-    cr_expect(is_packed(in_tmp("T.bin")));
+    cr_expect(is_packed(tu_in_tmp("T.bin")));
     cr_expect(is_packed(image), "%s not packed", image);
 }
 
 Test(run, no_pack_leaves_a_raw_trace_that_reports)
 {
-    char *argv[] = { memtrace_exe(), "run", "--no-pack", "-o", in_tmp("T.bin"), "--", patterns_exe(), "end-exit",
+    char *argv[] = { memtrace_exe(), "run", "--no-pack", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "end-exit",
                      NULL };
-    expect_exit(run(argv), 5);
-    expect_written(in_tmp("T.bin"));
-    cr_expect_not(is_packed(in_tmp("T.bin")), "packed despite --no-pack");
-    expect_ten_live(in_tmp("T.bin"));
+    tu_expect_exit(run(argv), 5);
+    expect_written(tu_in_tmp("T.bin"));
+    cr_expect_not(is_packed(tu_in_tmp("T.bin")), "packed despite --no-pack");
+    expect_ten_live(tu_in_tmp("T.bin"));
     struct mt_report rep;
-    report_of(in_tmp("T.bin"), &rep);
+    tu_report_of(tu_in_tmp("T.bin"), &rep);
     cr_expect(rep.complete);
     cr_expect_not(rep.packed);
     cr_expect_eq(rep.exit_status, 5);
@@ -472,59 +372,59 @@ Test(run, no_pack_leaves_a_raw_trace_that_reports)
 Test(run, no_command_is_a_usage_error)
 {
     char *argv[] = { memtrace_exe(), "run", NULL };
-    expect_exit(run(argv), 2);
-    const char *err = slurp("stderr");
+    tu_expect_exit(run(argv), 2);
+    const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
-    cr_expect_str_eq(slurp("stdout"), "");
+    cr_expect_str_eq(tu_slurp("stdout"), "");
 }
 
 Test(run, missing_command_exits_127_and_leaves_no_trace)
 {
     char *argv[] = { memtrace_exe(), "run", "--", "/nonexistent", NULL };
-    expect_exit(run_in(argv, tmpdir, NULL), 127);
-    const char *err = slurp("stderr");
+    tu_expect_exit(run_in(argv, tu_tmpdir, NULL), 127);
+    const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
     cr_expect(strstr(err, "/nonexistent") != NULL, "stderr does not name the command: '%s'", err);
     cr_expect_eq(count_files("*.bin", NULL), 0, "a trace was left");
 
-    char *argv_o[] = { memtrace_exe(), "run", "-o", in_tmp("T.bin"), "--", "/nonexistent", NULL };
-    expect_exit(run(argv_o), 127);
-    err = slurp("stderr");
+    char *argv_o[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", "/nonexistent", NULL };
+    tu_expect_exit(run(argv_o), 127);
+    err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
     cr_expect(strstr(err, "/nonexistent") != NULL, "stderr does not name the command: '%s'", err);
-    cr_expect_not(exists(in_tmp("T.bin")), "-o file left behind");
+    cr_expect_not(exists(tu_in_tmp("T.bin")), "-o file left behind");
 }
 
 Test(run, command_not_executable_exits_126)
 {
-    FILE *f = fopen(in_tmp("script"), "w");
+    FILE *f = fopen(tu_in_tmp("script"), "w");
     cr_assert_not_null(f);
     fputs("#!/bin/sh\nexit 0\n", f);
     fclose(f);
-    chmod(in_tmp("script"), 0644);
-    char *argv[] = { memtrace_exe(), "run", "-o", in_tmp("T.bin"), "--", in_tmp("script"), NULL };
-    expect_exit(run(argv), 126);
-    const char *err = slurp("stderr");
+    chmod(tu_in_tmp("script"), 0644);
+    char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", tu_in_tmp("script"), NULL };
+    tu_expect_exit(run(argv), 126);
+    const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
-    cr_expect_not(exists(in_tmp("T.bin")), "-o file left behind");
+    cr_expect_not(exists(tu_in_tmp("T.bin")), "-o file left behind");
 }
 
 Test(run, unwritable_output_is_refused_before_running)
 {
     char *argv[] = { memtrace_exe(), "run", "-o", "/nonexistent-dir/x.bin", "--", patterns_exe(), "end-exit", NULL };
-    expect_exit(run(argv), 1);
-    const char *err = slurp("stderr");
+    tu_expect_exit(run(argv), 1);
+    const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
     cr_expect(strstr(err, "/nonexistent-dir/x.bin") != NULL, "stderr: '%s'", err);
-    cr_expect_str_eq(slurp("stdout"), "", "the command ran");
+    cr_expect_str_eq(tu_slurp("stdout"), "", "the command ran");
 }
 
 Test(run, unknown_option_is_a_usage_error)
 {
     char *argv[] = { memtrace_exe(), "run", "--no-such-option", "--", patterns_exe(), "end-exit", NULL };
-    expect_exit(run(argv), 2);
-    cr_expect_str_eq(slurp("stdout"), "", "the command ran");
-    cr_expect_str_neq(slurp("stderr"), "");
+    tu_expect_exit(run(argv), 2);
+    cr_expect_str_eq(tu_slurp("stdout"), "", "the command ran");
+    cr_expect_str_neq(tu_slurp("stderr"), "");
 }
 
 /* ---- report errors, help --------------------------------------------------- */
@@ -532,50 +432,50 @@ Test(run, unknown_option_is_a_usage_error)
 static void expect_report_error(const char *path)
 {
     char *argv[] = { memtrace_exe(), "report", (char *)path, NULL };
-    expect_exit(run(argv), 1);
-    const char *err = slurp("stderr");
+    tu_expect_exit(run(argv), 1);
+    const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "%s: stderr: '%s'", path, err);
-    cr_expect_str_eq(slurp("stdout"), "", "%s: something on stdout", path);
+    cr_expect_str_eq(tu_slurp("stdout"), "", "%s: something on stdout", path);
 
     char *argv_json[] = { memtrace_exe(), "report", "--json", (char *)path, NULL };
-    expect_exit(run(argv_json), 1);
-    err = slurp("stderr");
+    tu_expect_exit(run(argv_json), 1);
+    err = tu_slurp("stderr");
     cr_expect(one_line(err), "%s (--json): stderr: '%s'", path, err);
-    cr_expect_str_eq(slurp("stdout"), "", "%s (--json): something on stdout", path);
+    cr_expect_str_eq(tu_slurp("stdout"), "", "%s (--json): something on stdout", path);
 }
 
 Test(run, report_of_a_missing_file_fails)
 {
-    expect_report_error(in_tmp("missing.bin"));
+    expect_report_error(tu_in_tmp("missing.bin"));
 }
 
 Test(run, report_of_a_non_trace_fails)
 {
-    FILE *f = fopen(in_tmp("text.bin"), "w");
+    FILE *f = fopen(tu_in_tmp("text.bin"), "w");
     cr_assert_not_null(f);
     for (int i = 0; i < 100; i++)
         fputs("this is not a memtrace trace\n", f);
     fclose(f);
-    expect_report_error(in_tmp("text.bin"));
-    f = fopen(in_tmp("empty.bin"), "w");
+    expect_report_error(tu_in_tmp("text.bin"));
+    f = fopen(tu_in_tmp("empty.bin"), "w");
     cr_assert_not_null(f);
     fclose(f);
-    expect_report_error(in_tmp("empty.bin"));
+    expect_report_error(tu_in_tmp("empty.bin"));
 }
 
 Test(run, report_without_a_file_is_a_usage_error)
 {
     char *argv[] = { memtrace_exe(), "report", NULL };
-    expect_exit(run(argv), 2);
-    cr_expect_str_eq(slurp("stdout"), "");
+    tu_expect_exit(run(argv), 2);
+    cr_expect_str_eq(tu_slurp("stdout"), "");
 }
 
 static void expect_help(char *const argv[], const char *usage)
 {
-    expect_exit(run(argv), 0);
-    const char *out = slurp("stdout");
+    tu_expect_exit(run(argv), 0);
+    const char *out = tu_slurp("stdout");
     cr_expect(starts_with(out, usage), "%s %s: stdout '%.80s...'", argv[1], argv[2] ? argv[2] : "", out);
-    cr_expect_str_eq(slurp("stderr"), "");
+    cr_expect_str_eq(tu_slurp("stderr"), "");
 }
 
 Test(run, help_of_every_command)
@@ -593,13 +493,13 @@ Test(run, help_of_every_command)
 Test(run, no_or_unknown_command_is_a_usage_error)
 {
     char *none[] = { memtrace_exe(), NULL };
-    expect_exit(run(none), 2);
-    cr_expect_str_eq(slurp("stdout"), "");
-    cr_expect(starts_with(slurp("stderr"), "Usage: memtrace"));
+    tu_expect_exit(run(none), 2);
+    cr_expect_str_eq(tu_slurp("stdout"), "");
+    cr_expect(starts_with(tu_slurp("stderr"), "Usage: memtrace"));
     char *unknown[] = { memtrace_exe(), "frobnicate", NULL };
-    expect_exit(run(unknown), 2);
-    cr_expect_str_eq(slurp("stdout"), "");
-    const char *err = slurp("stderr");
+    tu_expect_exit(run(unknown), 2);
+    cr_expect_str_eq(tu_slurp("stdout"), "");
+    const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
     cr_expect(strstr(err, "frobnicate") != NULL, "stderr: '%s'", err);
 }
@@ -611,13 +511,13 @@ Test(run, static_program_runs_unchanged_and_nothing_is_recorded)
     const char *exe = getenv("MEMTRACE_TEST_STATIC");
     if (!exe || !*exe)
         cr_skip_test("static linking is not available here");
-    char *argv[] = { memtrace_exe(), "run", "-o", in_tmp("T.bin"), "--", (char *)exe, NULL };
-    expect_exit(run(argv), 3);
-    cr_expect_str_eq(slurp("stdout"), "hello from a static program (1)\n");
-    const char *err = slurp("stderr");
+    char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", (char *)exe, NULL };
+    tu_expect_exit(run(argv), 3);
+    cr_expect_str_eq(tu_slurp("stdout"), "hello from a static program (1)\n");
+    const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
     cr_expect(strstr(err, "recorded nothing") != NULL, "stderr: '%s'", err);
-    cr_expect_not(exists(in_tmp("T.bin")), "an empty trace was left");
+    cr_expect_not(exists(tu_in_tmp("T.bin")), "an empty trace was left");
 }
 
 Test(run, static_program_without_output_option_says_so_too)
@@ -626,8 +526,8 @@ Test(run, static_program_without_output_option_says_so_too)
     if (!exe || !*exe)
         cr_skip_test("static linking is not available here");
     char *argv[] = { memtrace_exe(), "run", "--", (char *)exe, NULL };
-    expect_exit(run_in(argv, tmpdir, NULL), 3);
-    const char *err = slurp("stderr");
+    tu_expect_exit(run_in(argv, tu_tmpdir, NULL), 3);
+    const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
     cr_expect(strstr(err, "recorded nothing") != NULL, "stderr: '%s'", err);
     cr_expect_eq(count_files("memtrace.*.bin", NULL), 0);
@@ -639,16 +539,16 @@ Test(run, stale_output_file_is_not_reported_as_new)
     const char *exe = getenv("MEMTRACE_TEST_STATIC");
     if (!exe || !*exe)
         cr_skip_test("static linking is not available here");
-    char *first[] = { memtrace_exe(), "run", "-o", in_tmp("S.bin"), "--", patterns_exe(), "basic", NULL };
-    expect_exit(run(first), 0);
-    expect_written(in_tmp("S.bin"));
-    char *second[] = { memtrace_exe(), "run", "-o", in_tmp("S.bin"), "--", (char *)exe, NULL };
-    expect_exit(run(second), 3);
-    const char *err = slurp("stderr");
+    char *first[] = { memtrace_exe(), "run", "-o", tu_in_tmp("S.bin"), "--", patterns_exe(), "basic", NULL };
+    tu_expect_exit(run(first), 0);
+    expect_written(tu_in_tmp("S.bin"));
+    char *second[] = { memtrace_exe(), "run", "-o", tu_in_tmp("S.bin"), "--", (char *)exe, NULL };
+    tu_expect_exit(run(second), 3);
+    const char *err = tu_slurp("stderr");
     cr_expect(strstr(err, "recorded nothing") != NULL, "stderr: '%s'", err);
-    cr_expect_not(exists(in_tmp("S.bin")), "the old trace is still there");
-    char *third[] = { memtrace_exe(), "run", "-o", in_tmp("S.bin"), "--", "/nonexistent-command", NULL };
-    expect_exit(run(third), 127);
-    cr_expect(strstr(slurp("stderr"), "trace written") == NULL);
-    cr_expect_not(exists(in_tmp("S.bin")));
+    cr_expect_not(exists(tu_in_tmp("S.bin")), "the old trace is still there");
+    char *third[] = { memtrace_exe(), "run", "-o", tu_in_tmp("S.bin"), "--", "/nonexistent-command", NULL };
+    tu_expect_exit(run(third), 127);
+    cr_expect(strstr(tu_slurp("stderr"), "trace written") == NULL);
+    cr_expect_not(exists(tu_in_tmp("S.bin")));
 }
