@@ -245,6 +245,12 @@ static inline bool way_matches(const struct mti_stack_cache *c, const struct cac
     if (w->ra != ra || w->sp != sp || !w->id)
         return false;
     const uintptr_t *ips = c->arena + w->off, *slot = ips + w->n;
+    /* Stacks that share a call site usually differ in their middle (the
+     * caller's path into a common library): look there first, so a wrong
+     * way costs one load rather than a walk through the common frames. */
+    unsigned mid = w->n / 2;
+    if (*(const uintptr_t *)slot[mid] != ips[mid])
+        return false;
     unsigned i = 1;
     while (i < w->n && *(const uintptr_t *)slot[i] == ips[i])
         i++;
