@@ -353,9 +353,9 @@ static void round_trip(bool packed, bool blocks, uint64_t slack, uint32_t shift)
     cr_assert_eq(mt_reader_open(path, &r, &err), 0);
     const struct mt_trace_info *in = mt_reader_info(r);
     cr_assert_eq(in->version, MT_FORMAT_VERSION);
-    cr_assert_eq(in->pid, 4242);
+    cr_assert_eq(in->pid, 4242424);
     cr_assert_eq(in->ppid, 1);
-    cr_assert_eq(in->session_pid, 4242);
+    cr_assert_eq(in->session_pid, 4242424);
     cr_assert_eq(in->page_size, 4096);
     cr_assert_eq(in->time_shift, shift);
     cr_assert_eq(in->start_mono_ns, 1000000000ull);
@@ -374,7 +374,7 @@ static void round_trip(bool packed, bool blocks, uint64_t slack, uint32_t shift)
     cr_assert(mt_reader_ended(r));
     const struct mt_process_info *p = mt_reader_process(r);
     cr_assert_not_null(p);
-    cr_assert_eq(p->pid, 4242);
+    cr_assert_eq(p->pid, 4242424);
     cr_assert_str_eq(p->exe, "/usr/bin/sample");
     cr_assert_eq(p->argv_len, 17);
     cr_assert_eq(memcmp(p->argv, "sample\0--flag\0x y", 18), 0);

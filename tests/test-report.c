@@ -179,10 +179,10 @@ static void check_sample_numbers(const struct mt_report *rep, uint32_t shift)
     cr_assert_eq(rep->end_kind, MT_END_EXIT);
     cr_assert_eq(rep->exit_status, 0);
     cr_assert(rep->has_process);
-    cr_assert_eq(rep->proc_pid, 4242);
+    cr_assert_eq(rep->proc_pid, 4242424);
     cr_assert_str_eq(rep->exe, "/usr/bin/sample");
     cr_assert_eq(rep->argv_len, 17);
-    cr_assert_eq(rep->pid, 4242);
+    cr_assert_eq(rep->pid, 4242424);
 }
 
 Test(report, sample_numbers_raw)
@@ -388,7 +388,7 @@ Test(report, json_contract_keys)
     cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(p, "partial")));
     cr_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "complete")));
     cr_assert_str_eq(raw_of(p, "file", NULL), t.path[0]);
-    cr_assert_eq(cJSON_GetObjectItemCaseSensitive(p, "pid")->valuedouble, 4242);
+    cr_assert_eq(cJSON_GetObjectItemCaseSensitive(p, "pid")->valuedouble, 4242424);
     cr_assert_str_eq(raw_of(p, "process", "exe"), "/usr/bin/sample");
     cJSON *argv = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(p, "process"), "argv");
     cr_assert_eq(cJSON_GetArraySize(argv), 3);
@@ -686,7 +686,7 @@ Test(pack, round_trip)
     cr_assert(in->packed);
     cr_assert(in->has_trailer);
     cr_assert_eq(in->data_chunks, 5);
-    cr_assert_eq(in->pid, 4242);
+    cr_assert_eq(in->pid, 4242424);
     cr_assert_eq(in->start_real_ns, 1700000000000000000ull);
     for (size_t i = 0; i < mt_reader_chunk_count(r); i++) {
         struct mt_chunk_info c;

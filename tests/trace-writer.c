@@ -84,7 +84,9 @@ static void *xdup(const void *p, size_t n)
 void tw_default_opts(struct tw_opts *o)
 {
     *o = (struct tw_opts){
-        .version = MT_FORMAT_VERSION, .pid = 4242, .ppid = 1, .session_pid = 4242,
+        /* A pid above Linux's largest possible (2^22): never a live process,
+         * which pack would refuse to touch. */
+        .version = MT_FORMAT_VERSION, .pid = 4242424, .ppid = 1, .session_pid = 4242424,
         .page_size = 4096, .time_shift = 0, .start_mono_ns = 1000000000ull,
         .start_real_ns = 1700000000000000000ull,
     };
@@ -552,7 +554,7 @@ void tw_build_sample(struct tw *w)
 
     tw_chunk(w, 200, 0, 0); /* started first, written later */
     tw_chunk(w, 100, 0, 0);
-    tw_process(w, 100, 4242, 1, "/usr/bin/sample", argv, sizeof argv - 1);
+    tw_process(w, 100, 4242424, 1, "/usr/bin/sample", argv, sizeof argv - 1);
     tw_module_load(w, 100, 0x400000, 2, segs, bid, sizeof bid, "/usr/bin/sample");
     tw_stack(w, 100, 1, 0, 0x7f00001000); /* main <- f <- g */
     tw_stack(w, 100, 2, 1, 0x401100);
