@@ -19,7 +19,7 @@ static const struct {
 } commands[] = {
     { "run", mt_run_main, "run a command with every allocation recorded" },
     { "report", mt_report_main, "summarize one or more traces (text or --json)" },
-    { "pack", mt_pack_main, "compress a trace left uncompressed (after a kill)" },
+    { "pack", mt_pack_main, "compress traces written under plain LD_PRELOAD or with --no-pack" },
 };
 
 static void usage(FILE *f)
