@@ -32,7 +32,8 @@ cd "$(dirname "$0")/.."
 build_dir=${BUILD_DIR:-build}
 
 packages=(build-essential meson ninja-build pkg-config libunwind-dev libzstd-dev
-          libcjson-dev libcriterion-dev libelf-dev libdw-dev python3-torch)
+          libcjson-dev libcriterion-dev libelf-dev libdw-dev python3-torch
+          clang libclang-rt-14-dev)
 if [ "$bench" = 1 ]; then
     packages+=(heaptrack)
 fi
