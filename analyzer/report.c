@@ -1,14 +1,20 @@
 /* report: summary of a trace (see report.h).
  *
  * mt_report_compute runs the reader once; each record updates running
- * counters, the live table (heap blocks by block id, the seq of their
- * allocation, with their size) and two range sets (mappings). Heap records
- * are taken as the reader normalizes them, so a RAW trace and its packed
- * form (which has no heap addresses) give the same numbers.
- * Peaks are checked only after the events that can raise them. Nothing is
- * printed there; mt_report_main parses arguments, runs one pass per file
- * (with a progress line on a terminal when a pass takes over a second) and
- * prints text or JSON. All state is local to a call.
+ * counters, the sites module (heap blocks by block id, the seq of their
+ * allocation, with their size and site; per-site numbers, temporaries,
+ * histogram, timeline, call tree), two range sets (mappings) and the
+ * symbolizer's module list. Heap records are taken as the reader normalizes
+ * them, so a RAW trace and its packed form (which has no heap addresses)
+ * give the same numbers. Peaks are checked only after the events that can
+ * raise them. After the pass the best sites of each list are chosen in one
+ * scan per list (insertion into a sorted array of --top entries), their
+ * stacks walked and symbolized (each distinct address once, the
+ * symbolizer caches) and copied into the report; the symbolizer is freed.
+ * Nothing is printed there; mt_report_main parses arguments, runs one pass
+ * per file (with a progress line on a terminal when a pass takes over a
+ * second) and prints text or JSON, then the combined numbers for several
+ * files. All state is local to a call.
  */
 #include "report.h"
 #include "progress.h"
@@ -24,6 +30,8 @@
 #include "live-table.h"
 #include "range-set.h"
 #include "reader.h"
+#include "sites.h"
+#include "symbolize.h"
 
 /* ---- the pass --------------------------------------------------------------- */
 
@@ -40,6 +48,18 @@ static uint64_t range_end(uint64_t addr, uint64_t len)
     return addr + len < addr ? UINT64_MAX : addr + len;
 }
 
+static void free_site(struct mt_report_site *site)
+{
+    for (unsigned i = 0; i < site->nframes; i++) {
+        free(site->frames[i].function);
+        free(site->frames[i].file);
+        free(site->frames[i].module);
+    }
+    free(site->frames);
+    site->frames = NULL;
+    site->nframes = 0;
+}
+
 void mt_report_destroy(struct mt_report *rep)
 {
     if (!rep)
@@ -48,11 +68,278 @@ void mt_report_destroy(struct mt_report *rep)
     free(rep->exe);
     free(rep->argv);
     rep->file = rep->exe = rep->argv = NULL;
+    for (size_t i = 0; i < rep->nsite; i++)
+        free_site(&rep->site[i]);
+    free(rep->site);
+    rep->site = NULL;
+    rep->nsite = 0;
+    for (unsigned l = 0; l < MT_REPORT_LISTS; l++) {
+        free(rep->list[l]);
+        rep->list[l] = NULL;
+        rep->nlist[l] = 0;
+    }
+    free(rep->timeline);
+    rep->timeline = NULL;
+    rep->ntimeline = 0;
 }
 
-int mt_report_compute_ex(const char *path, mt_report_progress_fn progress, void *arg,
-                         struct mt_report *out, struct mt_error *err)
+/* ---- picking and resolving sites ----------------------------------------------- */
+
+/* The ranking key of a site in list l: primary, secondary; 0 primary and
+ * secondary: not in the list. */
+static void site_key(const struct mt_site *x, unsigned l, uint64_t *k1, uint64_t *k2)
 {
+    switch (l) {
+    case MT_LIST_PEAK:
+        *k1 = x->peak_bytes, *k2 = x->peak_count;
+        break;
+    case MT_LIST_ALLOCATED:
+        *k1 = x->alloc_bytes, *k2 = x->alloc_count;
+        break;
+    case MT_LIST_ALLOCS:
+        *k1 = x->alloc_count, *k2 = x->alloc_bytes;
+        break;
+    case MT_LIST_LEAKS:
+        *k1 = x->live_bytes, *k2 = x->live_count;
+        break;
+    default:
+        *k1 = x->temp_count, *k2 = x->temp_bytes;
+        break;
+    }
+}
+
+/* a ranks before b: larger keys first, then the site allocated first. */
+static bool site_before(const struct mt_sites *s, unsigned l, size_t a, size_t b)
+{
+    uint64_t a1, a2, b1, b2;
+    site_key(&s->sites[a], l, &a1, &a2);
+    site_key(&s->sites[b], l, &b1, &b2);
+    if (a1 != b1)
+        return a1 > b1;
+    if (a2 != b2)
+        return a2 > b2;
+    return a < b;
+}
+
+/* The best n sites of list l, best first, into out (room for n); returns
+ * how many. One pass, insertion into a sorted array. */
+static size_t pick_sites(const struct mt_sites *s, unsigned l, size_t *out, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->nsites && n; i++) {
+        uint64_t k1, k2;
+        site_key(&s->sites[i], l, &k1, &k2);
+        if (!k1 && !k2)
+            continue;
+        if (k == n && !site_before(s, l, i, out[k - 1]))
+            continue;
+        size_t lo = 0, hi = k == n ? k - 1 : k;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (site_before(s, l, out[mid], i))
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        size_t move = (k == n ? k - 1 : k) - lo;
+        memmove(&out[lo + 1], &out[lo], move * sizeof *out);
+        out[lo] = i;
+        if (k < n)
+            k++;
+    }
+    return k;
+}
+
+/* The part of a demangled name before its parameter list. */
+static size_t name_len(const char *fn)
+{
+    int depth = 0;
+    size_t i = 0;
+    if (!strncmp(fn, "operator", 8)) { /* operator new[], operator(), operator< */
+        i = 8;
+        if (fn[i] == '(' && fn[i + 1] == ')')
+            return i + 2;
+        while (fn[i] && fn[i] != '(')
+            i++;
+        return i;
+    }
+    for (; fn[i]; i++) {
+        if (fn[i] == '<')
+            depth++;
+        else if (fn[i] == '>' && depth > 0)
+            depth--;
+        else if (fn[i] == '(' && depth == 0)
+            break;
+    }
+    return i;
+}
+
+static bool name_is(const char *fn, size_t n, const char *want)
+{
+    return strlen(want) == n && !memcmp(fn, want, n);
+}
+
+bool mt_report_allocator_frame(const char *fn)
+{
+    static const char *const exact[] = {
+        "malloc", "calloc", "realloc", "reallocarray", "free", "posix_memalign",
+        "aligned_alloc", "memalign", "valloc", "pvalloc", "operator new", "operator new[]",
+        "operator delete", "operator delete[]",
+    };
+    static const char *const classes[] = {
+        "std::allocator<", "std::__new_allocator<", "__gnu_cxx::new_allocator<",
+        "std::allocator_traits<", "__gnu_cxx::__alloc_traits<",
+    };
+    if (!fn)
+        return false;
+    if (!strncmp(fn, "__libc_", 7) || !strncmp(fn, "__GI_", 5))
+        return true;
+    size_t n = name_len(fn);
+    for (size_t i = 0; i < sizeof exact / sizeof *exact; i++)
+        if (name_is(fn, n, exact[i]))
+            return true;
+    static const char alloc[] = "::allocate";
+    if (n < sizeof alloc - 1 || memcmp(fn + n - (sizeof alloc - 1), alloc, sizeof alloc - 1))
+        return false;
+    for (size_t i = 0; i < sizeof classes / sizeof *classes; i++)
+        if (!strncmp(fn, classes[i], strlen(classes[i])))
+            return true;
+    return false;
+}
+
+static char *dup_or_null(const char *str, bool *ok)
+{
+    if (!str)
+        return NULL;
+    char *d = strdup(str);
+    if (!d)
+        *ok = false;
+    return d;
+}
+
+#define MAX_INLINED 64 /* frames one address expands to, at most */
+
+/* Fills site->frames for its stack: walks the call tree and symbolizes
+ * (sym may be NULL: addresses only), leaving out allocator frames at the
+ * innermost end if trim. 0 or -ENOMEM. */
+static int resolve_site(const struct mt_sites *s, struct mt_symbolizer *sym,
+                        struct mt_report_site *site, bool trim)
+{
+    uint64_t ips[MT_MAX_FRAMES];
+    unsigned nips = mt_sites_frames(s, site->stack_id, ips, MT_MAX_FRAMES);
+    size_t cap = nips, n = 0;
+    struct mt_report_frame *fr = cap ? calloc(cap, sizeof *fr) : NULL;
+    if (cap && !fr)
+        return -ENOMEM;
+    struct mt_frame_info info[MAX_INLINED];
+    bool ok = true, trimming = trim;
+    unsigned skipped = 0;
+    for (unsigned i = 0; i < nips && ok; i++) {
+        unsigned k = 1;
+        if (sym) {
+            k = mt_symbolize(sym, ips[i], false, info, MAX_INLINED);
+        } else {
+            info[0] = (struct mt_frame_info){ .offset = ips[i], .status = MT_FRAME_NO_MODULE };
+        }
+        for (unsigned j = 0; j < k && ok; j++) {
+            if (trimming && mt_report_allocator_frame(info[j].function)) {
+                skipped++;
+                continue;
+            }
+            trimming = false;
+            if (n == cap) {
+                size_t ncap = cap * 2 + 4;
+                struct mt_report_frame *nf = realloc(fr, ncap * sizeof *nf);
+                if (!nf) {
+                    ok = false;
+                    break;
+                }
+                fr = nf;
+                cap = ncap;
+            }
+            struct mt_report_frame *f = &fr[n++];
+            *f = (struct mt_report_frame){
+                .line = info[j].line, .ip = ips[i], .offset = info[j].offset,
+                .inlined = info[j].inlined, .status = info[j].status,
+            };
+            f->function = dup_or_null(info[j].function, &ok);
+            f->file = dup_or_null(info[j].file, &ok);
+            f->module = dup_or_null(info[j].module, &ok);
+        }
+    }
+    site->frames = fr;
+    site->nframes = (unsigned)n;
+    site->skipped = skipped;
+    if (!ok)
+        return -ENOMEM;
+    if (n == 0 && skipped) {
+        /* Nothing but allocator frames: show them after all. */
+        free_site(site);
+        return resolve_site(s, sym, site, false);
+    }
+    return 0;
+}
+
+/* Picks the sites of every list (top each), resolves their stacks and
+ * stores them in rep. 0 or -ENOMEM. */
+static int build_lists(struct mt_report *rep, const struct mt_sites *s, struct mt_symbolizer *sym,
+                       unsigned top)
+{
+    size_t n = top < s->nsites ? top : s->nsites;
+    struct mt_live_table seen; /* site index -> index in rep->site */
+    mt_live_table_init(&seen);
+    int rc = 0;
+    for (unsigned l = 0; l < MT_REPORT_LISTS && n; l++) {
+        rep->list[l] = malloc(n * sizeof *rep->list[l]);
+        if (!rep->list[l]) {
+            rc = -ENOMEM;
+            break;
+        }
+        rep->nlist[l] = pick_sites(s, l, rep->list[l], n);
+        for (size_t i = 0; i < rep->nlist[l] && rc == 0; i++) {
+            size_t si = rep->list[l][i];
+            struct mt_live_entry *e = mt_live_table_find(&seen, si);
+            if (e) {
+                rep->list[l][i] = e->value;
+                continue;
+            }
+            if (rep->nsite % 16 == 0) {
+                struct mt_report_site *ns = realloc(rep->site, (rep->nsite + 16) * sizeof *ns);
+                if (!ns) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                rep->site = ns;
+            }
+            const struct mt_site *x = &s->sites[si];
+            struct mt_report_site *site = &rep->site[rep->nsite];
+            *site = (struct mt_report_site){
+                .stack_id = x->stack_id, .alloc_count = x->alloc_count,
+                .alloc_bytes = x->alloc_bytes, .peak_count = x->peak_count,
+                .peak_bytes = x->peak_bytes, .leak_count = x->live_count,
+                .leak_bytes = x->live_bytes, .temp_count = x->temp_count,
+                .temp_bytes = x->temp_bytes,
+            };
+            struct mt_live_entry ne = { si, rep->nsite };
+            rc = mt_live_table_insert(&seen, &ne, NULL);
+            if (rc < 0)
+                break;
+            rep->list[l][i] = rep->nsite++;
+            rc = resolve_site(s, sym, site, true);
+        }
+        if (rc < 0)
+            break;
+    }
+    mt_live_table_destroy(&seen);
+    return rc;
+}
+
+int mt_report_compute_opts(const char *path, const struct mt_report_opts *opts,
+                           struct mt_report *out, struct mt_error *err)
+{
+    static const struct mt_report_opts defaults = { .top = MT_REPORT_DEFAULT_TOP };
+    if (!opts)
+        opts = &defaults;
     struct mt_reader *r = NULL;
     int rc = mt_reader_open(path, &r, err);
     if (rc < 0)
@@ -64,16 +351,19 @@ int mt_report_compute_ex(const char *path, mt_report_progress_fn progress, void 
         .file_size = info->file_size, .packed = info->packed, .threads = info->threads,
     };
     struct mt_report_host *h = &rep.host;
-    struct mt_live_table live, remap_from; /* remap_from: tid -> old range of an mremap */
-    mt_live_table_init(&live);
+    struct mt_sites sites;
+    mt_sites_init(&sites);
+    struct mt_live_table remap_from; /* tid -> old range of an mremap */
     mt_live_table_init(&remap_from);
     struct mt_range_set *anon = NULL, *file = NULL;
+    struct mt_symbolizer *sym = NULL;
+    if (!opts->no_symbols && (rc = mt_symbolizer_new(&sym, err)) < 0)
+        goto out;
     if (mt_range_set_new(&anon) < 0 || mt_range_set_new(&file) < 0) {
         rc = -ENOMEM;
         goto nomem;
     }
     const uint32_t page = info->page_size;
-    uint64_t live_bytes = 0;
     struct mt_record rec;
 
     while ((rc = mt_reader_next(r, &rec)) > 0) {
@@ -81,44 +371,24 @@ int mt_report_compute_ex(const char *path, mt_report_progress_fn progress, void 
         if (rec.time_ns > rep.duration_ns)
             rep.duration_ns = rec.time_ns;
         switch (rec.type) {
-        case MT_REC_ALLOC: {
+        case MT_REC_ALLOC:
             rep.events++;
-            h->alloc_count++;
-            h->total_allocated_bytes += rec.size;
-            struct mt_live_entry e = { rec.block, rec.size }, old;
-            int k = mt_live_table_insert(&live, &e, &old);
-            if (k < 0) {
-                rc = k;
+            rc = mt_sites_alloc(&sites, rec.block, rec.size, rec.stack_id, rec.tid, rec.time_ns);
+            if (rc < 0)
                 goto nomem;
-            }
-            if (k == 1) /* two allocations with one seq: a damaged trace */
-                live_bytes -= old.value;
-            live_bytes += rec.size;
-            if (live_bytes > h->peak_bytes) {
-                h->peak_bytes = live_bytes;
-                h->peak_time_ns = rec.time_ns;
-            }
             break;
-        }
-        case MT_REC_FREE: {
-            struct mt_live_entry old;
-            bool released = rec.block && mt_live_table_remove(&live, rec.block, &old);
-            if (released)
-                live_bytes -= old.value;
-            if (rec.kind == MT_FREE_IMPLICIT) {
-                /* Not an event of the program: the allocation that follows
-                 * reused the block's address. */
+        case MT_REC_FREE:
+            rc = mt_sites_free(&sites, rec.block, rec.tid, rec.time_ns,
+                               rec.kind == MT_FREE_IMPLICIT, NULL);
+            if (rc < 0)
+                goto nomem;
+            /* An IMPLICIT free is not an event of the program: the
+             * allocation that follows reused the block's address. */
+            if (rec.kind == MT_FREE_IMPLICIT)
                 rep.records--;
-                h->inconsistent_count++;
-                break;
-            }
-            rep.events++;
-            if (released)
-                h->free_count++;
             else
-                h->unmatched_free_count++;
+                rep.events++;
             break;
-        }
         case MT_REC_MMAP: {
             rep.events++;
             uint64_t end = range_end(rec.addr, page_round(rec.size, page));
@@ -161,14 +431,23 @@ int mt_report_compute_ex(const char *path, mt_report_progress_fn progress, void 
         }
         case MT_REC_STACK:
             rep.stacks++;
+            if ((rc = mt_sites_node(&sites, rec.stack_id, rec.parent_id, rec.ip)) < 0)
+                goto nomem;
             break;
         case MT_REC_MODULE:
-            if (rec.kind == MT_MODULE_LOAD)
-                rep.modules++;
+            if (rec.kind != MT_MODULE_LOAD)
+                break;
+            rep.modules++;
+            if (sym && (rc = mt_symbolizer_add_module(sym, rec.path, rec.path_len, rec.bias,
+                                                      rec.segs, rec.nsegs, rec.build_id,
+                                                      rec.build_id_len)) < 0)
+                goto nomem;
             break;
         case MT_REC_RSS:
             if (rec.rss_bytes > h->rss_peak_bytes)
                 h->rss_peak_bytes = rec.rss_bytes;
+            if (rec.kind == MT_RSS_SAMPLE)
+                mt_sites_rss(&sites, rec.time_ns, rec.rss_bytes);
             break;
         case MT_REC_END:
             rep.end_kind = rec.kind;
@@ -180,10 +459,10 @@ int mt_report_compute_ex(const char *path, mt_report_progress_fn progress, void 
         default:
             break;
         }
-        if (progress && (rep.records & 0xffff) == 0) {
+        if (opts->progress && (rep.records & 0xffff) == 0) {
             uint64_t done, total;
             mt_reader_progress(r, &done, &total);
-            progress(done, total, arg);
+            opts->progress(done, total, opts->progress_arg);
         }
     }
     if (rc < 0) {
@@ -191,12 +470,48 @@ int mt_report_compute_ex(const char *path, mt_report_progress_fn progress, void 
         goto out;
     }
 
-    h->end_bytes = live_bytes;
+    mt_sites_finish(&sites, rep.duration_ns);
+    h->peak_bytes = sites.peak_bytes;
+    h->peak_time_ns = sites.peak_time_ns;
+    h->end_bytes = sites.live_bytes;
+    h->alloc_count = sites.alloc_count;
+    h->free_count = sites.free_count;
+    h->total_allocated_bytes = sites.alloc_bytes;
+    h->unmatched_free_count = sites.unmatched_frees;
+    h->inconsistent_count = sites.implicit_frees;
     h->mmap_end_bytes = mt_range_set_total(anon);
     h->mmap_file_end_bytes = mt_range_set_total(file);
+    rep.sites = sites.nsites;
+    rep.leak_count = sites.live_count;
+    rep.temp_count = sites.temp_count;
+    rep.temp_bytes = sites.temp_bytes;
+    memcpy(rep.sizes, sites.sizes, sizeof rep.sizes);
     rep.partial = mt_reader_partial(r);
     rep.ended = mt_reader_ended(r);
     rep.complete = rep.ended && !rep.partial;
+
+    rep.timeline = calloc(sites.tl_used, sizeof *rep.timeline);
+    if (!rep.timeline)
+        goto nomem_rc;
+    rep.ntimeline = sites.tl_used;
+    for (unsigned i = 0; i < sites.tl_used; i++) {
+        const struct mt_timeline_bucket *b = &sites.timeline[i];
+        unsigned sh = sites.tl_shift;
+        uint64_t start = (uint64_t)i << sh, end = (uint64_t)(i + 1) << sh;
+        if (sh >= 64 - 6 && (end >> sh) != i + 1u)
+            end = UINT64_MAX; /* the last bucket of a run of 2^64 ns */
+        rep.timeline[i] = (struct mt_report_timeline){
+            .start_ns = start, .end_ns = end, .heap_bytes = b->heap_bytes,
+            .rss_bytes = b->rss_bytes, .has_rss = b->has_rss,
+        };
+    }
+    if ((rc = build_lists(&rep, &sites, sym, opts->top)) < 0)
+        goto nomem;
+    if (sym) {
+        rep.symbolized = true;
+        mt_symbolizer_stats(sym, &rep.sym_frames, rep.sym_unresolved);
+    }
+
     const struct mt_process_info *proc = mt_reader_process(r);
     rep.file = strdup(path);
     if (!rep.file)
@@ -220,10 +535,11 @@ nomem_rc:
 nomem:
     mti_error_set(err, "%s: out of memory", path);
 out:
-    mt_live_table_destroy(&live);
+    mt_sites_destroy(&sites);
     mt_live_table_destroy(&remap_from);
     mt_range_set_free(anon);
     mt_range_set_free(file);
+    mt_symbolizer_free(sym);
     mt_reader_close(r);
     if (rc < 0) {
         mt_report_destroy(&rep);
@@ -231,6 +547,14 @@ out:
     }
     *out = rep;
     return 0;
+}
+
+int mt_report_compute_ex(const char *path, mt_report_progress_fn progress, void *arg,
+                         struct mt_report *out, struct mt_error *err)
+{
+    struct mt_report_opts o = { .top = MT_REPORT_DEFAULT_TOP, .progress = progress,
+                                .progress_arg = arg };
+    return mt_report_compute_opts(path, &o, out, err);
 }
 
 int mt_report_compute(const char *path, struct mt_report *out, struct mt_error *err)
@@ -285,6 +609,182 @@ static cJSON *add_u64(cJSON *o, const char *key, uint64_t v)
     if (n)
         cJSON_AddItemToObject(o, key, n);
     return n;
+}
+
+static cJSON *add_str_or_null(cJSON *o, const char *key, const char *v)
+{
+    return v ? cJSON_AddStringToObject(o, key, v) : cJSON_AddNullToObject(o, key);
+}
+
+/* One list of sites: [{"bytes", "count", "frames": [...]}, ...]. */
+static bool add_site_list(cJSON *o, const char *key, const struct mt_report *rep, unsigned l)
+{
+    cJSON *arr = cJSON_AddArrayToObject(o, key);
+    bool ok = arr != NULL;
+    for (size_t i = 0; ok && i < rep->nlist[l]; i++) {
+        const struct mt_report_site *site = &rep->site[rep->list[l][i]];
+        uint64_t bytes, count;
+        switch (l) {
+        case MT_LIST_PEAK:
+            bytes = site->peak_bytes, count = site->peak_count;
+            break;
+        case MT_LIST_LEAKS:
+            bytes = site->leak_bytes, count = site->leak_count;
+            break;
+        case MT_LIST_TEMPORARIES:
+            bytes = site->temp_bytes, count = site->temp_count;
+            break;
+        default:
+            bytes = site->alloc_bytes, count = site->alloc_count;
+            break;
+        }
+        cJSON *so = cJSON_CreateObject();
+        ok = so != NULL;
+        if (!ok)
+            break;
+        cJSON_AddItemToArray(arr, so);
+        cJSON *fa = NULL;
+        ok = add_u64(so, "bytes", bytes) && add_u64(so, "count", count) &&
+             (fa = cJSON_AddArrayToObject(so, "frames")) != NULL;
+        for (unsigned j = 0; ok && j < site->nframes; j++) {
+            const struct mt_report_frame *f = &site->frames[j];
+            cJSON *fo = cJSON_CreateObject();
+            ok = fo != NULL;
+            if (!ok)
+                break;
+            cJSON_AddItemToArray(fa, fo);
+            ok = add_str_or_null(fo, "function", f->function) &&
+                 add_str_or_null(fo, "file", f->file) &&
+                 (f->line ? add_u64(fo, "line", f->line) : cJSON_AddNullToObject(fo, "line")) &&
+                 add_str_or_null(fo, "module", f->module) &&
+                 cJSON_AddBoolToObject(fo, "inlined", f->inlined) &&
+                 add_u64(fo, "offset", f->offset);
+        }
+    }
+    return ok;
+}
+
+/* The keys of the per-site pass (docs/REPORT.md). */
+static bool add_sites_json(cJSON *o, const struct mt_report *rep)
+{
+    bool ok = add_u64(o, "allocation_sites", rep->sites) && add_u64(o, "leak_count", rep->leak_count) &&
+              add_site_list(o, "top_sites", rep, MT_LIST_PEAK) &&
+              add_site_list(o, "top_sites_allocated", rep, MT_LIST_ALLOCATED) &&
+              add_site_list(o, "top_sites_count", rep, MT_LIST_ALLOCS) &&
+              add_site_list(o, "leaks", rep, MT_LIST_LEAKS);
+    cJSON *t = ok ? cJSON_AddObjectToObject(o, "temporaries") : NULL;
+    ok = t && add_u64(t, "count", rep->temp_count) && add_u64(t, "bytes", rep->temp_bytes) &&
+         add_site_list(t, "top_sites", rep, MT_LIST_TEMPORARIES);
+    cJSON *hist = ok ? cJSON_AddArrayToObject(o, "histogram") : NULL;
+    ok = hist != NULL;
+    unsigned lo = MT_SIZE_BUCKETS, hi = 0;
+    for (unsigned k = 0; k < MT_SIZE_BUCKETS; k++) {
+        if (rep->sizes[k].count) {
+            lo = lo < k ? lo : k;
+            hi = k;
+        }
+    }
+    for (unsigned k = lo; ok && k <= hi && k < MT_SIZE_BUCKETS; k++) {
+        cJSON *b = cJSON_CreateObject();
+        ok = b != NULL;
+        if (ok) {
+            cJSON_AddItemToArray(hist, b);
+            ok = add_u64(b, "min", mt_size_bucket_min(k)) && add_u64(b, "max", mt_size_bucket_max(k)) &&
+                 add_u64(b, "count", rep->sizes[k].count) && add_u64(b, "bytes", rep->sizes[k].bytes);
+        }
+    }
+    cJSON *tl = ok ? cJSON_AddArrayToObject(o, "timeline") : NULL;
+    ok = tl != NULL;
+    for (unsigned i = 0; ok && i < rep->ntimeline; i++) {
+        const struct mt_report_timeline *b = &rep->timeline[i];
+        cJSON *bo = cJSON_CreateObject();
+        ok = bo != NULL;
+        if (ok) {
+            cJSON_AddItemToArray(tl, bo);
+            ok = add_u64(bo, "start_ns", b->start_ns) && add_u64(bo, "end_ns", b->end_ns) &&
+                 add_u64(bo, "heap_bytes", b->heap_bytes) &&
+                 (b->has_rss ? add_u64(bo, "rss_bytes", b->rss_bytes)
+                             : cJSON_AddNullToObject(bo, "rss_bytes"));
+        }
+    }
+    if (ok && !rep->symbolized)
+        return cJSON_AddNullToObject(o, "symbolization") != NULL;
+    cJSON *sy = ok ? cJSON_AddObjectToObject(o, "symbolization") : NULL;
+    uint64_t unresolved = 0;
+    for (unsigned i = 0; i < 5; i++)
+        unresolved += rep->sym_unresolved[i];
+    return sy && add_u64(sy, "frames", rep->sym_frames) && add_u64(sy, "unresolved", unresolved) &&
+           add_u64(sy, "no_module", rep->sym_unresolved[MT_FRAME_NO_MODULE]) &&
+           add_u64(sy, "no_file", rep->sym_unresolved[MT_FRAME_NO_FILE]) &&
+           add_u64(sy, "build_id_mismatch", rep->sym_unresolved[MT_FRAME_MISMATCH]) &&
+           add_u64(sy, "no_symbol", rep->sym_unresolved[MT_FRAME_NO_SYMBOL]);
+}
+
+/* Sums over reports: the host numbers, events, temporaries and leaks. */
+static void combine(const struct mt_report *reps, size_t n, struct mt_report *sum)
+{
+    memset(sum, 0, sizeof *sum);
+    sum->complete = true;
+    for (size_t i = 0; i < n; i++) {
+        const struct mt_report *r = &reps[i];
+        struct mt_report_host *h = &sum->host;
+        h->peak_bytes += r->host.peak_bytes;
+        h->end_bytes += r->host.end_bytes;
+        h->alloc_count += r->host.alloc_count;
+        h->free_count += r->host.free_count;
+        h->total_allocated_bytes += r->host.total_allocated_bytes;
+        h->unmatched_free_count += r->host.unmatched_free_count;
+        h->inconsistent_count += r->host.inconsistent_count;
+        h->rss_peak_bytes += r->host.rss_peak_bytes;
+        h->mmap_peak_bytes += r->host.mmap_peak_bytes;
+        h->mmap_end_bytes += r->host.mmap_end_bytes;
+        h->mmap_file_peak_bytes += r->host.mmap_file_peak_bytes;
+        h->mmap_file_end_bytes += r->host.mmap_file_end_bytes;
+        sum->events += r->events;
+        sum->records += r->records;
+        sum->threads += r->threads;
+        sum->lost += r->lost;
+        sum->leak_count += r->leak_count;
+        sum->temp_count += r->temp_count;
+        sum->temp_bytes += r->temp_bytes;
+        sum->complete = sum->complete && r->complete;
+        sum->partial = sum->partial || r->partial;
+    }
+}
+
+cJSON *mt_report_combined_json(const struct mt_report *reps, size_t n)
+{
+    struct mt_report c;
+    combine(reps, n, &c);
+    const struct mt_report_host *h = &c.host;
+    cJSON *o = cJSON_CreateObject();
+    cJSON *ho = NULL, *t = NULL;
+    bool ok = o && add_u64(o, "traces", n) && cJSON_AddBoolToObject(o, "complete", c.complete) &&
+              cJSON_AddBoolToObject(o, "partial", c.partial) &&
+              cJSON_AddBoolToObject(o, "peaks_are_upper_bounds", true) &&
+              add_u64(o, "threads", c.threads) && add_u64(o, "records", c.records) &&
+              add_u64(o, "events", c.events) && add_u64(o, "lost_events", c.lost) &&
+              (ho = cJSON_AddObjectToObject(o, "host")) != NULL &&
+              add_u64(ho, "peak_bytes", h->peak_bytes) &&
+              cJSON_AddNullToObject(ho, "peak_time_ns") &&
+              add_u64(ho, "end_bytes", h->end_bytes) && add_u64(ho, "alloc_count", h->alloc_count) &&
+              add_u64(ho, "free_count", h->free_count) &&
+              add_u64(ho, "total_allocated_bytes", h->total_allocated_bytes) &&
+              add_u64(ho, "unmatched_free_count", h->unmatched_free_count) &&
+              add_u64(ho, "inconsistent_count", h->inconsistent_count) &&
+              add_u64(ho, "rss_peak_bytes", h->rss_peak_bytes) &&
+              add_u64(ho, "mmap_peak_bytes", h->mmap_peak_bytes) &&
+              add_u64(ho, "mmap_end_bytes", h->mmap_end_bytes) &&
+              add_u64(ho, "mmap_file_peak_bytes", h->mmap_file_peak_bytes) &&
+              add_u64(ho, "mmap_file_end_bytes", h->mmap_file_end_bytes) &&
+              (t = cJSON_AddObjectToObject(o, "temporaries")) != NULL &&
+              add_u64(t, "count", c.temp_count) && add_u64(t, "bytes", c.temp_bytes) &&
+              add_u64(o, "leak_count", c.leak_count);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
 }
 
 cJSON *mt_report_to_json(const struct mt_report *rep)
@@ -345,6 +845,7 @@ cJSON *mt_report_to_json(const struct mt_report *rep)
          add_u64(ho, "mmap_end_bytes", h->mmap_end_bytes) &&
          add_u64(ho, "mmap_file_peak_bytes", h->mmap_file_peak_bytes) &&
          add_u64(ho, "mmap_file_end_bytes", h->mmap_file_end_bytes);
+    ok = ok && add_sites_json(o, rep);
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -383,7 +884,7 @@ static void print_size_line(FILE *f, const char *label, uint64_t v)
     fprintf(f, "  %-18s %10s  (%" PRIu64 " bytes)", label, hs, v);
 }
 
-static void print_text(FILE *f, const struct mt_report *rep)
+static void print_summary(FILE *f, const struct mt_report *rep)
 {
     const struct mt_report_host *h = &rep->host;
     char buf[64];
@@ -437,23 +938,313 @@ static void print_text(FILE *f, const struct mt_report *rep)
     fputc('\n', f);
 }
 
+
+static const char *base_name(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    return b ? b + 1 : path;
+}
+
+/* "5.86 KiB (6000 bytes)" */
+static void size_pair(uint64_t v, char *buf, size_t n)
+{
+    char hs[32];
+    mt_human_size(v, hs, sizeof hs);
+    if (v < 1024)
+        snprintf(buf, n, "%s", hs);
+    else
+        snprintf(buf, n, "%s (%" PRIu64 " bytes)", hs, v);
+}
+
+static const char *plural(uint64_t n, const char *one, const char *many)
+{
+    return n == 1 ? one : many;
+}
+
+/* function (file:line) [module], ?? [module+0xoffset] when unresolved. */
+static void print_frame(FILE *f, const struct mt_report_frame *fr)
+{
+    fprintf(f, "      %s", fr->function ? fr->function : "??");
+    if (fr->file && fr->line)
+        fprintf(f, " (%s:%u)", base_name(fr->file), fr->line);
+    else if (fr->file)
+        fprintf(f, " (%s)", base_name(fr->file));
+    if (!fr->module)
+        fprintf(f, " [0x%" PRIx64 "]", fr->ip);
+    else if (fr->function)
+        fprintf(f, " [%s]", base_name(fr->module));
+    else
+        fprintf(f, " [%s+0x%" PRIx64 "]", base_name(fr->module), fr->offset);
+    if (fr->inlined)
+        fputs(" [inlined]", f);
+    fputc('\n', f);
+}
+
+static void print_site_frames(FILE *f, const struct mt_report_site *site, unsigned frames)
+{
+    if (site->stack_id == 0) {
+        fputs("      (no stack recorded)\n", f);
+        return;
+    }
+    if (site->nframes == 0) {
+        fputs("      (stack not in the trace)\n", f);
+        return;
+    }
+    unsigned n = site->nframes < frames ? site->nframes : frames;
+    for (unsigned i = 0; i < n; i++)
+        print_frame(f, &site->frames[i]);
+    if (n < site->nframes)
+        fprintf(f, "      ... %u more frame%s\n", site->nframes - n, site->nframes - n == 1 ? "" : "s");
+}
+
+static void print_list(FILE *f, const struct mt_report *rep, unsigned l, unsigned frames)
+{
+    if (rep->nlist[l] == 0) {
+        fputs("  none\n", f);
+        return;
+    }
+    for (size_t i = 0; i < rep->nlist[l]; i++) {
+        const struct mt_report_site *site = &rep->site[rep->list[l][i]];
+        char a[64];
+        fprintf(f, "  #%zu  ", i + 1);
+        switch (l) {
+        case MT_LIST_PEAK:
+            size_pair(site->peak_bytes, a, sizeof a);
+            fprintf(f, "%s in %" PRIu64 " %s\n", a, site->peak_count,
+                    plural(site->peak_count, "block", "blocks"));
+            break;
+        case MT_LIST_ALLOCATED:
+            size_pair(site->alloc_bytes, a, sizeof a);
+            fprintf(f, "%s in %" PRIu64 " %s\n", a, site->alloc_count,
+                    plural(site->alloc_count, "allocation", "allocations"));
+            break;
+        case MT_LIST_ALLOCS:
+            size_pair(site->alloc_bytes, a, sizeof a);
+            fprintf(f, "%" PRIu64 " %s, %s\n", site->alloc_count,
+                    plural(site->alloc_count, "allocation", "allocations"), a);
+            break;
+        case MT_LIST_LEAKS:
+            size_pair(site->leak_bytes, a, sizeof a);
+            fprintf(f, "%s in %" PRIu64 " %s\n", a, site->leak_count,
+                    plural(site->leak_count, "block", "blocks"));
+            break;
+        default:
+            size_pair(site->temp_bytes, a, sizeof a);
+            fprintf(f, "%" PRIu64 " %s of %" PRIu64 " %s, %s\n", site->temp_count,
+                    plural(site->temp_count, "temporary", "temporaries"), site->alloc_count,
+                    plural(site->alloc_count, "allocation", "allocations"), a);
+            break;
+        }
+        print_site_frames(f, site, frames);
+    }
+}
+
+/* 2^e bytes in the largest unit that keeps it whole. */
+static void pow2_name(unsigned e, char *buf, size_t n)
+{
+    static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+    unsigned u = e / 10 < 6 ? e / 10 : 6;
+    snprintf(buf, n, "%llu %s", 1ull << (e - 10 * u), units[u]);
+}
+
+static void print_bar(FILE *f, uint64_t v, uint64_t max, unsigned width)
+{
+    unsigned n = max ? (unsigned)((double)v / (double)max * width + 0.5) : 0;
+    if (v && !n)
+        n = 1;
+    if (n)
+        fputs("  ", f);
+    for (unsigned i = 0; i < n; i++)
+        fputc('#', f);
+}
+
+static void print_histogram(FILE *f, const struct mt_report *rep)
+{
+    fputs("\nAllocation sizes\n", f);
+    unsigned lo = MT_SIZE_BUCKETS, hi = 0;
+    uint64_t max = 0;
+    for (unsigned k = 0; k < MT_SIZE_BUCKETS; k++) {
+        if (rep->sizes[k].count) {
+            lo = lo < k ? lo : k;
+            hi = k;
+            max = rep->sizes[k].count > max ? rep->sizes[k].count : max;
+        }
+    }
+    if (lo == MT_SIZE_BUCKETS) {
+        fputs("  none\n", f);
+        return;
+    }
+    for (unsigned k = lo; k <= hi; k++) {
+        char range[64], a[24], b[24], hs[32];
+        if (k == 0) {
+            snprintf(range, sizeof range, "0 B");
+        } else {
+            pow2_name(k - 1, a, sizeof a);
+            pow2_name(k, b, sizeof b);
+            snprintf(range, sizeof range, "[%s, %s)", a, b);
+        }
+        mt_human_size(rep->sizes[k].bytes, hs, sizeof hs);
+        fprintf(f, "  %-20s %12" PRIu64 " %10s", range, rep->sizes[k].count, hs);
+        print_bar(f, rep->sizes[k].count, max, 30);
+        fputc('\n', f);
+    }
+}
+
+#define TIMELINE_ROWS 16u
+
+static void print_timeline(FILE *f, const struct mt_report *rep)
+{
+    unsigned n = rep->ntimeline;
+    if (n == 0)
+        return;
+    unsigned g = (n + TIMELINE_ROWS - 1) / TIMELINE_ROWS;
+    uint64_t max = 0;
+    for (unsigned i = 0; i < n; i++)
+        max = rep->timeline[i].heap_bytes > max ? rep->timeline[i].heap_bytes : max;
+    char step[32];
+    human_duration(rep->timeline[0].end_ns * g, step, sizeof step);
+    fprintf(f, "\nHeap and RSS over time (most in each step of %s)\n", step);
+    fprintf(f, "  %12s %12s %12s\n", "from", "heap", "RSS");
+    for (unsigned i = 0; i < n; i += g) {
+        uint64_t heap = 0, rss = 0;
+        bool has_rss = false;
+        for (unsigned j = i; j < i + g && j < n; j++) {
+            const struct mt_report_timeline *b = &rep->timeline[j];
+            heap = b->heap_bytes > heap ? b->heap_bytes : heap;
+            if (b->has_rss && (!has_rss || b->rss_bytes > rss))
+                rss = b->rss_bytes;
+            has_rss |= b->has_rss;
+        }
+        char t[32], hs[32], rs[32];
+        human_duration(rep->timeline[i].start_ns, t, sizeof t);
+        mt_human_size(heap, hs, sizeof hs);
+        if (has_rss)
+            mt_human_size(rss, rs, sizeof rs);
+        else
+            snprintf(rs, sizeof rs, "-");
+        fprintf(f, "  %12s %12s %12s", t, hs, rs);
+        print_bar(f, heap, max, 30);
+        fputc('\n', f);
+    }
+}
+
+static void print_symbols(FILE *f, const struct mt_report *rep)
+{
+    if (!rep->symbolized)
+        return;
+    static const char *const why[5] = {
+        NULL, "in no recorded module", "file not found", "build-id mismatch (the file changed since the run)",
+        "without a symbol",
+    };
+    uint64_t bad = 0;
+    for (unsigned i = 1; i < 5; i++)
+        bad += rep->sym_unresolved[i];
+    if (bad == 0) {
+        fprintf(f, "\nSymbols: %" PRIu64 " %s, all resolved\n", rep->sym_frames,
+                plural(rep->sym_frames, "address", "addresses"));
+        return;
+    }
+    fprintf(f, "\nSymbols: %" PRIu64 " of %" PRIu64 " %s not resolved:", bad, rep->sym_frames,
+            plural(rep->sym_frames, "address", "addresses"));
+    const char *sep = " ";
+    for (unsigned i = 1; i < 5; i++) {
+        if (rep->sym_unresolved[i]) {
+            fprintf(f, "%s%" PRIu64 " %s", sep, rep->sym_unresolved[i], why[i]);
+            sep = ", ";
+        }
+    }
+    fputc('\n', f);
+}
+
+static void print_text(FILE *f, const struct mt_report *rep, unsigned top, unsigned frames)
+{
+    char a[64];
+    print_summary(f, rep);
+    fprintf(f, "  %-18s %10" PRIu64 "\n", "allocation sites", rep->sites);
+    if (top) {
+        fputs("\nTop sites by bytes live at the peak\n", f);
+        print_list(f, rep, MT_LIST_PEAK, frames);
+        fputs("\nTop sites by total bytes allocated\n", f);
+        print_list(f, rep, MT_LIST_ALLOCATED, frames);
+        fputs("\nTop sites by number of allocations\n", f);
+        print_list(f, rep, MT_LIST_ALLOCS, frames);
+    }
+    size_pair(rep->host.end_bytes, a, sizeof a);
+    fprintf(f, "\nLeaks (live at %s): %s in %" PRIu64 " %s\n",
+            rep->ended ? "exit" : "the end of the trace", a, rep->leak_count,
+            plural(rep->leak_count, "block", "blocks"));
+    if (top && rep->leak_count)
+        print_list(f, rep, MT_LIST_LEAKS, frames);
+    size_pair(rep->temp_bytes, a, sizeof a);
+    fprintf(f, "\nTemporaries: %" PRIu64 " of %" PRIu64 " allocations", rep->temp_count,
+            rep->host.alloc_count);
+    if (rep->host.alloc_count)
+        fprintf(f, " (%.1f%%)", 100.0 * (double)rep->temp_count / (double)rep->host.alloc_count);
+    fprintf(f, ", %s\n", a);
+    if (top && rep->temp_count)
+        print_list(f, rep, MT_LIST_TEMPORARIES, frames);
+    print_histogram(f, rep);
+    print_timeline(f, rep);
+    print_symbols(f, rep);
+}
+
+static void print_combined(FILE *f, const struct mt_report *reps, size_t n)
+{
+    struct mt_report c;
+    combine(reps, n, &c);
+    const struct mt_report_host *h = &c.host;
+    fprintf(f, "Combined: %zu processes\n", n);
+    fputs("  (peaks are sums of each process's peak: an upper bound of the combined\n"
+          "  peak, as the processes are not time-aligned)\n", f);
+    fprintf(f, "  %-18s %" PRIu64 "\n", "events", c.events);
+    print_size_line(f, "heap peak <=", h->peak_bytes);
+    fputc('\n', f);
+    print_size_line(f, "heap at end", h->end_bytes);
+    fprintf(f, " in %" PRIu64 " %s\n", c.leak_count, plural(c.leak_count, "block", "blocks"));
+    print_size_line(f, "allocated", h->total_allocated_bytes);
+    fprintf(f, " in %" PRIu64 " allocations\n", h->alloc_count);
+    fprintf(f, "  %-18s %10" PRIu64 "\n", "frees", h->free_count);
+    fprintf(f, "  %-18s %10" PRIu64 "\n", "temporaries", c.temp_count);
+    print_size_line(f, "anon mmap peak <=", h->mmap_peak_bytes);
+    fputc('\n', f);
+    print_size_line(f, "file mmap peak <=", h->mmap_file_peak_bytes);
+    fputc('\n', f);
+    print_size_line(f, "RSS peak <=", h->rss_peak_bytes);
+    fputc('\n', f);
+}
+
 /* ---- command line -------------------------------------------------------------- */
 
 static void report_usage(FILE *f)
 {
     fprintf(f,
-            "Usage: memtrace report [--json] FILE...\n"
+            "Usage: memtrace report [--json] [--top N] [--frames N] FILE...\n"
             "\n"
             "Summarize traces: heap peak (live requested bytes) and when it was reached,\n"
             "live bytes at the end, allocation and free counts, anonymous and file\n"
-            "mapping peaks, RSS peak, threads, duration and how the process ended.\n"
+            "mapping peaks, RSS peak, threads, duration and how the process ended;\n"
+            "then, per allocation site (call stack), the top sites by bytes live at the\n"
+            "heap peak, by total bytes allocated and by number of allocations, the leaks\n"
+            "(live at exit) by site, the temporaries, a histogram of allocation sizes\n"
+            "and the heap beside RSS over time. Several FILEs (one per process) are\n"
+            "reported one by one, then combined (sums; summed peaks are upper bounds).\n"
+            "\n"
+            "A temporary is an allocation freed by the same thread with no other\n"
+            "allocation or free by that thread in between.\n"
+            "\n"
+            "Stacks are printed innermost first, as function (file:line) [module],\n"
+            "with the allocator's own frames (malloc, operator new, ...) left out.\n"
             "\n"
             "Options:\n"
-            "  --json      print JSON: one object, or {\"traces\": [...]} for several FILEs\n"
-            "  -h, --help  show this help\n"
+            "  --json        print JSON: one object, or {\"traces\": [...], \"combined\": {...}}\n"
+            "                for several FILEs (docs/REPORT.md lists the keys)\n"
+            "  --top N       sites shown per list (default %u; 0: none)\n"
+            "  --frames N    frames shown per site in text (default %u)\n"
+            "  -h, --help    show this help\n"
             "\n"
             "Exit status: 0 fine, 1 error (unreadable, not a trace, corrupted),\n"
-            "2 usage error, 3 a trace is truncated (its report is marked partial).\n");
+            "2 usage error, 3 a trace is truncated (its report is marked partial).\n",
+            MT_REPORT_DEFAULT_TOP, MT_REPORT_DEFAULT_FRAMES);
 }
 
 static int report_usage_error(const char *fmt, const char *arg)
@@ -464,9 +1255,45 @@ static int report_usage_error(const char *fmt, const char *arg)
     return 2;
 }
 
+/* A count option's value: digits only, at most 1000000. */
+static bool parse_count(const char *s, unsigned *out)
+{
+    if (!s || !*s)
+        return false;
+    unsigned long v = 0;
+    for (const char *c = s; *c; c++) {
+        if (*c < '0' || *c > '9')
+            return false;
+        v = v * 10 + (unsigned long)(*c - '0');
+        if (v > 1000000)
+            return false;
+    }
+    *out = (unsigned)v;
+    return true;
+}
+
+/* --name N or --name=N at argv[*i]: 1 and *out (advancing *i past a
+ * separate value), 0 if argv[*i] is not this option, -1 if its value is bad. */
+static int count_option(int argc, char **argv, int *i, const char *name, unsigned *out)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n))
+        return 0;
+    if (a[n] == '=')
+        return parse_count(a + n + 1, out) ? 1 : -1;
+    if (a[n])
+        return 0;
+    if (*i + 1 >= argc || !parse_count(argv[*i + 1], out))
+        return -1;
+    ++*i;
+    return 1;
+}
+
 int mt_report_main(int argc, char **argv)
 {
     bool json = false, opts = true;
+    unsigned top = MT_REPORT_DEFAULT_TOP, frames = MT_REPORT_DEFAULT_FRAMES;
     int nfiles = 0;
     char **files = calloc((size_t)argc + 1, sizeof *files);
     if (!files) {
@@ -475,6 +1302,7 @@ int mt_report_main(int argc, char **argv)
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int k;
         if (opts && !strcmp(a, "--")) {
             opts = false;
         } else if (opts && (!strcmp(a, "-h") || !strcmp(a, "--help"))) {
@@ -483,6 +1311,12 @@ int mt_report_main(int argc, char **argv)
             return 0;
         } else if (opts && !strcmp(a, "--json")) {
             json = true;
+        } else if (opts && ((k = count_option(argc, argv, &i, "--top", &top)) != 0 ||
+                            (k = count_option(argc, argv, &i, "--frames", &frames)) != 0)) {
+            if (k < 0) {
+                free(files);
+                return report_usage_error("%s needs a count (0 to 1000000)", a);
+            }
         } else if (opts && a[0] == '-' && a[1]) {
             free(files);
             return report_usage_error("unknown option '%s'", a);
@@ -506,7 +1340,8 @@ int mt_report_main(int argc, char **argv)
         struct mt_progress pr;
         mt_progress_init(&pr, "reading", files[i]);
         struct mt_error err;
-        int rc = mt_report_compute_ex(files[i], mt_progress_update, &pr, &reps[i], &err);
+        struct mt_report_opts o = { .top = top, .progress = mt_progress_update, .progress_arg = &pr };
+        int rc = mt_report_compute_opts(files[i], &o, &reps[i], &err);
         mt_progress_done(&pr);
         if (rc < 0) {
             fprintf(stderr, "memtrace: %s\n", err.msg);
@@ -534,6 +1369,12 @@ int mt_report_main(int argc, char **argv)
                 else if (ok)
                     doc = o;
             }
+            if (ok && nfiles > 1) {
+                cJSON *c = mt_report_combined_json(reps, (size_t)nfiles);
+                ok = c != NULL;
+                if (ok)
+                    cJSON_AddItemToObject(doc, "combined", c);
+            }
             char *s = ok ? cJSON_Print(doc) : NULL;
             if (s) {
                 printf("%s\n", s);
@@ -547,7 +1388,11 @@ int mt_report_main(int argc, char **argv)
             for (int i = 0; i < nfiles; i++) {
                 if (i)
                     putchar('\n');
-                print_text(stdout, &reps[i]);
+                print_text(stdout, &reps[i], top, frames);
+            }
+            if (nfiles > 1) {
+                putchar('\n');
+                print_combined(stdout, reps, (size_t)nfiles);
             }
         }
         fflush(stdout);

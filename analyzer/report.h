@@ -14,10 +14,17 @@
  * (partial munmap, mremap's old range). The new range of an mremap (MMAP
  * kind REMAP) is anonymous or file-backed as the old range its thread gave
  * up just before (MUNMAP kind REMAP) was; anonymous when that is unknown.
- * RSS peak = max of RSS samples and high-water-mark records. Memory: one
- * live-table entry per live block and one node per live mapping, plus the
- * reader's bounded buffers and, for RAW traces, its address map (about as
- * big as the live table).
+ * RSS peak = max of RSS samples and high-water-mark records.
+ *
+ * The same pass feeds sites.h: per allocation site (call-tree node) the
+ * allocations, the bytes live at the heap peak, the leaks (live at the
+ * end) and the temporaries, a size histogram and a heap/RSS timeline. After
+ * the pass the top sites of each list are picked, their stacks walked in
+ * the call tree and symbolized (symbolize.h) with allocator frames at the
+ * innermost end left out, and stored in the report with their own copies
+ * of the strings, so formatting needs nothing else. Memory: one entry per
+ * live block, per call-tree node and per site, one node per live mapping,
+ * plus the reader's bounded buffers and, for RAW traces, its address map.
  *
  * mt_report_compute is reentrant and prints nothing; mt_report_main prints
  * and is meant to be called from main. mt_report_destroy accepts NULL.
@@ -32,6 +39,7 @@
 #include <cjson/cJSON.h>
 
 #include "mt-error.h"
+#include "sites.h"
 
 struct mt_report_host {
     uint64_t peak_bytes;            /* max live requested heap bytes */
@@ -49,6 +57,52 @@ struct mt_report_host {
     uint64_t mmap_end_bytes;
     uint64_t mmap_file_peak_bytes;  /* file-backed mappings */
     uint64_t mmap_file_end_bytes;
+};
+
+/* Called every so often during the pass with bytes of the file done. */
+typedef void (*mt_report_progress_fn)(uint64_t done, uint64_t total, void *arg);
+
+/* One frame of a site's stack, as the symbolizer resolved it. */
+struct mt_report_frame {
+    char *function;   /* NULL: unknown */
+    char *file;       /* source file; NULL: unknown */
+    char *module;     /* path of the module; NULL: in no recorded module */
+    unsigned line;    /* 0: unknown */
+    uint64_t ip;      /* the recorded return address */
+    uint64_t offset;  /* ip relative to the module's load bias (ip without a
+                         module) */
+    bool inlined;     /* inlined into the next frame */
+    unsigned status;  /* enum mt_frame_status; MT_FRAME_NO_MODULE too when
+                         not symbolized */
+};
+
+/* An allocation site picked for one of the lists. */
+struct mt_report_site {
+    uint64_t stack_id;
+    uint64_t alloc_count, alloc_bytes;
+    uint64_t peak_count, peak_bytes;   /* live at the heap peak */
+    uint64_t leak_count, leak_bytes;   /* live at the end */
+    uint64_t temp_count, temp_bytes;   /* temporaries */
+    struct mt_report_frame *frames;    /* innermost first, allocator frames
+                                          at the innermost end left out */
+    unsigned nframes;
+    unsigned skipped;                  /* allocator frames left out */
+};
+
+enum mt_report_list {
+    MT_LIST_PEAK,        /* by bytes live at the peak */
+    MT_LIST_ALLOCATED,   /* by total bytes allocated */
+    MT_LIST_ALLOCS,      /* by number of allocations */
+    MT_LIST_LEAKS,       /* by bytes live at the end */
+    MT_LIST_TEMPORARIES, /* by number of temporaries */
+    MT_REPORT_LISTS
+};
+
+struct mt_report_timeline {
+    uint64_t start_ns, end_ns; /* [start, end) since the trace started */
+    uint64_t heap_bytes;       /* most heap bytes live in it */
+    uint64_t rss_bytes;        /* largest RSS sample in it, else the last before */
+    bool has_rss;              /* false: no RSS sample yet */
 };
 
 struct mt_report {
@@ -77,28 +131,68 @@ struct mt_report {
     uint64_t modules;        /* MODULE LOAD records */
     uint64_t lost;           /* sum of LOST counts */
     struct mt_report_host host;
+    /* sites, temporaries, histogram, timeline */
+    uint64_t sites;          /* distinct allocation stacks */
+    uint64_t leak_count;     /* blocks live at the end (host.end_bytes bytes) */
+    uint64_t temp_count;     /* temporaries (see sites.h) */
+    uint64_t temp_bytes;
+    struct mt_report_site *site; /* the sites of any list */
+    size_t nsite;
+    size_t *list[MT_REPORT_LISTS]; /* indices into site, best first */
+    size_t nlist[MT_REPORT_LISTS];
+    struct mt_size_bucket sizes[MT_SIZE_BUCKETS];
+    struct mt_report_timeline *timeline;
+    unsigned ntimeline;
+    /* symbolization (when symbolized): distinct addresses asked and those
+     * not resolved, per enum mt_frame_status */
+    bool symbolized;
+    uint64_t sym_frames;
+    uint64_t sym_unresolved[5];
 };
 
-/* Called every so often during the pass with bytes of the file done. */
-typedef void (*mt_report_progress_fn)(uint64_t done, uint64_t total, void *arg);
+#define MT_REPORT_DEFAULT_TOP 10u
+#define MT_REPORT_DEFAULT_FRAMES 8u
+
+struct mt_report_opts {
+    unsigned top;            /* sites per list */
+    bool no_symbols;         /* leave frames unresolved (addresses only) */
+    mt_report_progress_fn progress; /* may be NULL */
+    void *progress_arg;
+};
 
 /* Reads path and fills *out (a truncated trace is a success with
- * out->partial). 0, or a negative errno-style code and err. */
+ * out->partial). 0, or a negative errno-style code and err. The plain form
+ * keeps MT_REPORT_DEFAULT_TOP sites per list and symbolizes; opts NULL
+ * means the same. */
 int mt_report_compute(const char *path, struct mt_report *out, struct mt_error *err);
 int mt_report_compute_ex(const char *path, mt_report_progress_fn progress, void *arg,
                          struct mt_report *out, struct mt_error *err);
+int mt_report_compute_opts(const char *path, const struct mt_report_opts *opts,
+                           struct mt_report *out, struct mt_error *err);
 /* Frees what *rep owns (not rep itself). */
 void mt_report_destroy(struct mt_report *rep);
 
-/* The report as a JSON object (see docs), or NULL if out of memory. 64-bit
- * counters are written as exact integer literals. */
+/* The report as a JSON object (docs/REPORT.md), or NULL if out of memory.
+ * 64-bit counters are written as exact integer literals. */
 cJSON *mt_report_to_json(const struct mt_report *rep);
+
+/* The combined numbers of several reports (sums; peaks summed are upper
+ * bounds of the combined peak) as a JSON object, or NULL if out of memory. */
+cJSON *mt_report_combined_json(const struct mt_report *reps, size_t n);
+
+/* True for a frame of the allocator itself (by its demangled name: the
+ * malloc family, operator new/delete and their variants, names starting
+ * with __libc_ or __GI_, std::allocator's, __gnu_cxx::new_allocator's and
+ * std::allocator_traits' allocate): such frames are left out at the
+ * innermost end of a site's stack. */
+bool mt_report_allocator_frame(const char *function);
 
 /* "12.3 MiB"-style size. */
 void mt_human_size(uint64_t bytes, char *buf, size_t n);
 
-/* `memtrace report [--json] FILE...`; argv[0] is "report". Returns the exit
- * status: 0, 1 (error), 2 (usage), 3 (a trace is truncated). */
+/* `memtrace report [--json] [--top N] [--frames N] FILE...`; argv[0] is
+ * "report". Returns the exit status: 0, 1 (error), 2 (usage), 3 (a trace is
+ * truncated). */
 int mt_report_main(int argc, char **argv);
 
 #endif /* MT_REPORT_H */

@@ -12,8 +12,12 @@
 #include <criterion/criterion.h>
 
 #include <dirent.h>
+#include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -569,6 +573,519 @@ Test(report_cmd, several_files_json)
     run_free(&r);
     tw_destroy(w);
     tw_destroy(w2);
+    tmpdir_remove(&t);
+}
+
+/* ---- sites, temporaries, histogram, timeline ----------------------------------------- */
+
+static cJSON *item(cJSON *o, const char *key)
+{
+    cJSON *x = cJSON_GetObjectItemCaseSensitive(o, key);
+    cr_assert_not_null(x, "missing key %s", key);
+    return x;
+}
+
+static double num(cJSON *o, const char *key)
+{
+    cJSON *x = item(o, key);
+    cr_assert(cJSON_IsNumber(x), "%s is not a number", key);
+    return x->valuedouble;
+}
+
+/* o has exactly these keys, in any order. */
+static void exact_keys(cJSON *o, const char *const *keys, size_t n)
+{
+    cr_assert(cJSON_IsObject(o));
+    cr_assert_eq((size_t)cJSON_GetArraySize(o), n);
+    for (size_t i = 0; i < n; i++)
+        item(o, keys[i]);
+}
+
+/* A list of sites: {"bytes", "count", "frames"} each, with the given
+ * numbers, and frames of the shape the docs give. */
+static void check_site_list(cJSON *list, const uint64_t (*want)[2], size_t n)
+{
+    static const char *const site_keys[] = { "bytes", "count", "frames" };
+    static const char *const frame_keys[] = { "function", "file", "line", "module", "inlined", "offset" };
+    cr_assert(cJSON_IsArray(list));
+    cr_assert_eq((size_t)cJSON_GetArraySize(list), n);
+    for (size_t i = 0; i < n; i++) {
+        cJSON *s = cJSON_GetArrayItem(list, (int)i);
+        exact_keys(s, site_keys, 3);
+        cr_assert_eq(num(s, "bytes"), want[i][0], "site %zu", i);
+        cr_assert_eq(num(s, "count"), want[i][1], "site %zu", i);
+        cJSON *frames = item(s, "frames"), *f;
+        cr_assert(cJSON_IsArray(frames));
+        cr_assert_gt(cJSON_GetArraySize(frames), 0);
+        cJSON_ArrayForEach(f, frames)
+        {
+            exact_keys(f, frame_keys, 6);
+            cr_assert(cJSON_IsBool(item(f, "inlined")));
+            cr_assert(cJSON_IsNumber(item(f, "offset")));
+        }
+    }
+}
+
+Test(report, sample_sites_json)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = sample(t.path[0], false, 0, 0);
+    struct mt_report rep;
+    struct mt_error err;
+    cr_assert_eq(mt_report_compute(t.path[0], &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.sites, 3);
+    cr_assert_eq(rep.leak_count, 1);
+    cr_assert_eq(rep.temp_count, 1); /* the realloc'ed block freed by its thread right away */
+    cr_assert_eq(rep.temp_bytes, 5000);
+    cJSON *o = mt_report_to_json(&rep);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON *p = cJSON_Parse(s);
+    cr_assert_not_null(p);
+
+    cr_assert_eq(num(p, "allocation_sites"), 3);
+    cr_assert_eq(num(p, "leak_count"), 1);
+    /* stacks: 2 = 0x401100 <- 0x7f00001000; 3 = 0x401234 <- 2; 5 = 0x402000 <- 0x401000 <- 1 */
+    static const uint64_t peak[][2] = { { 5000, 1 }, { 1000, 1 } };
+    check_site_list(item(p, "top_sites"), peak, 2);
+    static const uint64_t allocated[][2] = { { 5000, 1 }, { 1010, 2 }, { 300, 2 } };
+    check_site_list(item(p, "top_sites_allocated"), allocated, 3);
+    static const uint64_t count[][2] = { { 1010, 2 }, { 300, 2 }, { 5000, 1 } };
+    check_site_list(item(p, "top_sites_count"), count, 3);
+    static const uint64_t leaks[][2] = { { 10, 1 } };
+    check_site_list(item(p, "leaks"), leaks, 1);
+    cJSON *tmp = item(p, "temporaries");
+    static const char *const tmp_keys[] = { "count", "bytes", "top_sites" };
+    exact_keys(tmp, tmp_keys, 3);
+    cr_assert_eq(num(tmp, "count"), 1);
+    cr_assert_eq(num(tmp, "bytes"), 5000);
+    static const uint64_t temps[][2] = { { 5000, 1 } };
+    check_site_list(item(tmp, "top_sites"), temps, 1);
+
+    /* the frames of the top site: one in the module (its file is not on
+     * this machine), one in no module; unknowns are null */
+    cJSON *frames = item(cJSON_GetArrayItem(item(p, "top_sites"), 0), "frames");
+    cr_assert_eq(cJSON_GetArraySize(frames), 2);
+    cJSON *f0 = cJSON_GetArrayItem(frames, 0), *f1 = cJSON_GetArrayItem(frames, 1);
+    cr_assert(cJSON_IsNull(item(f0, "function")));
+    cr_assert(cJSON_IsNull(item(f0, "file")));
+    cr_assert(cJSON_IsNull(item(f0, "line")));
+    cr_assert_str_eq(item(f0, "module")->valuestring, "/usr/bin/sample");
+    cr_assert_eq(num(f0, "offset"), 0x1100);
+    cr_assert(cJSON_IsFalse(item(f0, "inlined")));
+    cr_assert(cJSON_IsNull(item(f1, "module")));
+    cr_assert(cJSON_IsNull(item(f1, "function")));
+
+    /* sizes 10, 100, 200, 1000, 5000: buckets [8,15] to [4096,8191] */
+    cJSON *hist = item(p, "histogram"), *b;
+    cr_assert_eq(cJSON_GetArraySize(hist), 10);
+    static const char *const hist_keys[] = { "min", "max", "count", "bytes" };
+    uint64_t lo = 8, n = 0, bytes = 0;
+    cJSON_ArrayForEach(b, hist)
+    {
+        exact_keys(b, hist_keys, 4);
+        cr_assert_eq(num(b, "min"), lo);
+        cr_assert_eq(num(b, "max"), 2 * lo - 1);
+        n += (uint64_t)num(b, "count");
+        bytes += (uint64_t)num(b, "bytes");
+        lo *= 2;
+    }
+    cr_assert_eq(n, 5);
+    cr_assert_eq(bytes, 6310);
+    cr_assert_eq(num(cJSON_GetArrayItem(hist, 7), "bytes"), 0); /* [1024, 2047] */
+    cr_assert_eq(num(cJSON_GetArrayItem(hist, 9), "bytes"), 5000);
+
+    /* timeline: contiguous from 0 past the end (70 ns), the peak inside */
+    cJSON *tl = item(p, "timeline");
+    static const char *const tl_keys[] = { "start_ns", "end_ns", "heap_bytes", "rss_bytes" };
+    cr_assert_geq(cJSON_GetArraySize(tl), 33);
+    cr_assert_leq(cJSON_GetArraySize(tl), 64);
+    double prev_end = 0, most = 0;
+    bool rss_seen = false;
+    cJSON_ArrayForEach(b, tl)
+    {
+        exact_keys(b, tl_keys, 4);
+        cr_assert_eq(num(b, "start_ns"), prev_end);
+        cr_assert_gt(num(b, "end_ns"), num(b, "start_ns"));
+        prev_end = num(b, "end_ns");
+        most = num(b, "heap_bytes") > most ? num(b, "heap_bytes") : most;
+        cJSON *rss = item(b, "rss_bytes");
+        if (num(b, "end_ns") <= 13) {
+            cr_assert(cJSON_IsNull(rss), "no RSS sample before 13 ns");
+        } else {
+            cr_assert_eq(rss->valuedouble, 1 << 20); /* the HWM record is not a sample */
+            rss_seen = true;
+        }
+    }
+    cr_assert(rss_seen);
+    cr_assert_gt(prev_end, 70);
+    cr_assert_eq(most, 6000);
+
+    cJSON *sym = item(p, "symbolization");
+    cr_assert_eq(num(sym, "frames"), 5);
+    cr_assert_eq(num(sym, "unresolved"), 5);
+    cr_assert_eq(num(sym, "no_module"), 1);
+    cr_assert_eq(num(sym, "no_file"), 4);
+    cr_assert_eq(num(sym, "build_id_mismatch"), 0);
+
+    cJSON_Delete(p);
+    cJSON_free(s);
+    cJSON_Delete(o);
+    mt_report_destroy(&rep);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(report, without_symbols_and_top_zero)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = sample(t.path[0], true, 0, 0);
+    struct mt_report rep;
+    struct mt_error err;
+    struct mt_report_opts o = { .top = 0, .no_symbols = true };
+    cr_assert_eq(mt_report_compute_opts(t.path[0], &o, &rep, &err), 0, "%s", err.msg);
+    cr_assert(!rep.symbolized);
+    for (unsigned l = 0; l < MT_REPORT_LISTS; l++)
+        cr_assert_eq(rep.nlist[l], 0);
+    cr_assert_eq(rep.temp_count, 1);
+    cJSON *j = mt_report_to_json(&rep);
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "symbolization")));
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "top_sites")), 0);
+    cJSON_Delete(j);
+    mt_report_destroy(&rep);
+    o.top = 1;
+    cr_assert_eq(mt_report_compute_opts(t.path[0], &o, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.nlist[MT_LIST_ALLOCATED], 1);
+    cr_assert_eq(rep.site[rep.list[MT_LIST_ALLOCATED][0]].alloc_bytes, 5000);
+    cr_assert_eq(rep.site[rep.list[MT_LIST_ALLOCATED][0]].frames[0].ip, 0x401100);
+    mt_report_destroy(&rep);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+static int count_of(const char *s, const char *what)
+{
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, what)); p += strlen(what))
+        n++;
+    return n;
+}
+
+Test(report_cmd, text_sections_top_and_frames)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = sample(t.path[0], false, 0, 0);
+    char *a1[] = { "report", t.path[0], NULL };
+    struct run r = run_cmd(mt_report_main, t.dir, 2, a1);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    static const char *const sections[] = {
+        "\nTop sites by bytes live at the peak\n", "\nTop sites by total bytes allocated\n",
+        "\nTop sites by number of allocations\n", "\nLeaks (live at exit): 10 B in 1 block\n",
+        "\nTemporaries: 1 of 5 allocations (20.0%), 4.88 KiB (5000 bytes)\n",
+        "\nAllocation sizes\n", "\nHeap and RSS over time", "\nSymbols: 5 of 5 addresses not resolved: "
+        "1 in no recorded module, 4 file not found\n",
+    };
+    const char *at = r.out;
+    for (size_t i = 0; i < sizeof sections / sizeof *sections; i++) {
+        const char *x = strstr(at, sections[i]);
+        cr_assert_not_null(x, "section %zu missing or out of order:\n%s", i, r.out);
+        at = x;
+    }
+    cr_assert(strstr(r.out, "  #1  4.88 KiB (5000 bytes) in 1 block\n      ?? [sample+0x1100]\n"
+                            "      ?? [0x7f00001000]\n"), "%s", r.out);
+    cr_assert(strstr(r.out, "  #1  2 allocations, 1010 B\n"), "%s", r.out);
+    cr_assert(strstr(r.out, "  [4 KiB, 8 KiB)                  1   4.88 KiB  ####"), "%s", r.out);
+    cr_assert(strstr(r.out, "  [16 B, 32 B)                    0        0 B\n"), "%s", r.out);
+    cr_assert_eq(count_of(r.out, "  #3  "), 2);
+    run_free(&r);
+
+    char *a2[] = { "report", "--top", "1", "--frames=1", t.path[0], NULL };
+    r = run_cmd(mt_report_main, t.dir, 5, a2);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert_eq(count_of(r.out, "  #2  "), 0, "%s", r.out);
+    cr_assert_eq(count_of(r.out, "  #1  "), 5, "%s", r.out);
+    cr_assert(strstr(r.out, "  #1  4.88 KiB (5000 bytes) in 1 block\n      ?? [sample+0x1100]\n"
+                            "      ... 1 more frame\n"), "%s", r.out);
+    cr_assert(strstr(r.out, "      ?? [sample+0x2000]\n      ... 2 more frames\n"), "%s", r.out);
+    run_free(&r);
+
+    char *a3[] = { "report", "--top=0", t.path[0], NULL };
+    r = run_cmd(mt_report_main, t.dir, 3, a3);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert_null(strstr(r.out, "Top sites"));
+    cr_assert_null(strstr(r.out, "  #1"));
+    cr_assert(strstr(r.out, "\nLeaks (live at exit)"));
+    run_free(&r);
+
+    char *a4[] = { "report", "--json", "--top", "1", t.path[0], NULL };
+    r = run_cmd(mt_report_main, t.dir, 5, a4);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cJSON *p = cJSON_Parse(r.out);
+    cr_assert_not_null(p);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(p, "top_sites_count")), 1);
+    cJSON_Delete(p);
+    run_free(&r);
+
+    char *bad[][4] = {
+        { "report", "--top", "x", t.path[0] }, { "report", "--top=-1", t.path[0], NULL },
+        { "report", t.path[0], "--frames", NULL }, { "report", "--frames", "9999999", t.path[0] },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        int argc = bad[i][3] ? 4 : 3;
+        r = run_cmd(mt_report_main, t.dir, argc, bad[i]);
+        cr_assert_eq(r.status, 2, "case %zu", i);
+        cr_assert_str_empty(r.out);
+        cr_assert(strstr(r.err, "needs a count"), "%s", r.err);
+        run_free(&r);
+    }
+    char *a5[] = { "report", "--help", NULL };
+    r = run_cmd(mt_report_main, t.dir, 2, a5);
+    cr_assert(strstr(r.out, "--top N") && strstr(r.out, "--frames N"));
+    cr_assert(strstr(r.out, "A temporary is an allocation freed by the same thread with no other\n"
+                            "allocation or free by that thread in between."), "%s", r.out);
+    run_free(&r);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(report_cmd, several_files_combined)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = sample(t.path[0], false, 0, 0);
+    struct tw *w2 = tw_new(NULL);
+    tw_alloc(w2, 1, 0, 1, 1, 0x10, 7, 0);
+    tw_free(w2, 1, 0, 2, 2, 0x10);
+    tw_alloc(w2, 1, 0, 3, 3, 0x10, 9, 0);
+    tw_rss(w2, 1, MT_RSS_HWM, 4, 1 << 20);
+    cr_assert_eq(tw_write(w2, t.path[1], true), 0);
+
+    char *a[] = { "report", "--json", t.path[0], t.path[1], NULL };
+    struct run r = run_cmd(mt_report_main, t.dir, 4, a);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cJSON *p = cJSON_Parse(r.out);
+    cr_assert_not_null(p);
+    cr_assert_eq(cJSON_GetArraySize(item(p, "traces")), 2);
+    cJSON *c = item(p, "combined");
+    cr_assert_eq(num(c, "traces"), 2);
+    cr_assert(cJSON_IsTrue(item(c, "peaks_are_upper_bounds")));
+    cr_assert(cJSON_IsFalse(item(c, "complete"))); /* the second one did not end */
+    cr_assert_eq(num(c, "events"), 18);
+    cr_assert_eq(num(c, "leak_count"), 2);
+    cJSON *h = item(c, "host");
+    /* the same keys as each trace's host */
+    cJSON *h0 = item(cJSON_GetArrayItem(item(p, "traces"), 0), "host"), *k;
+    cr_assert_eq(cJSON_GetArraySize(h), cJSON_GetArraySize(h0));
+    cJSON_ArrayForEach(k, h0)
+        item(h, k->string);
+    cr_assert(cJSON_IsNull(item(h, "peak_time_ns")));
+    cr_assert_eq(num(h, "peak_bytes"), 6009);
+    cr_assert_eq(num(h, "end_bytes"), 19);
+    cr_assert_eq(num(h, "alloc_count"), 7);
+    cr_assert_eq(num(h, "free_count"), 4);
+    cr_assert_eq(num(h, "total_allocated_bytes"), 6326);
+    cr_assert_eq(num(h, "rss_peak_bytes"), (3 << 20) + (1 << 20));
+    cr_assert_eq(num(h, "mmap_peak_bytes"), 163840);
+    cJSON *tmp = item(c, "temporaries");
+    cr_assert_eq(num(tmp, "count"), 2);
+    cr_assert_eq(num(tmp, "bytes"), 5007);
+    cJSON_Delete(p);
+    run_free(&r);
+
+    char *b[] = { "report", t.path[0], t.path[1], NULL };
+    r = run_cmd(mt_report_main, t.dir, 3, b);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    const char *c1 = strstr(r.out, "\nCombined: 2 processes\n");
+    cr_assert_not_null(c1, "%s", r.out);
+    cr_assert(strstr(c1, "upper bound"));
+    cr_assert(strstr(c1, "  heap peak <=         5.87 KiB  (6009 bytes)\n"), "%s", c1);
+    cr_assert(strstr(c1, "  allocated            6.18 KiB  (6326 bytes) in 7 allocations\n"), "%s", c1);
+    cr_assert(strstr(c1, "  temporaries                 2\n"), "%s", c1);
+    cr_assert_eq(count_of(r.out, "\nTop sites by bytes live at the peak\n"), 2);
+    cr_assert_lt(strstr(r.out, t.path[1]), c1);
+    run_free(&r);
+    tw_destroy(w);
+    tw_destroy(w2);
+    tmpdir_remove(&t);
+}
+
+/* ---- symbolized frames of this very program ------------------------------------------------ */
+
+struct self_modules {
+    struct tw *w;
+    bool bad_build_id;
+    uint64_t malloc_ip;
+    int found;
+};
+
+/* Writes MODULE records for the main program and the C library as the
+ * recorder would: path, bias, PT_LOAD ranges, build-id. */
+static int add_module(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    struct self_modules *m = arg;
+    char path[PATH_MAX];
+    if (!info->dlpi_name[0]) {
+        if (!realpath("/proc/self/exe", path))
+            return 0;
+    } else if (strstr(info->dlpi_name, "/libc.so")) {
+        snprintf(path, sizeof path, "%s", info->dlpi_name);
+    } else {
+        return 0;
+    }
+    bool is_main = !info->dlpi_name[0];
+    uint64_t segs[16][2];
+    unsigned nseg = 0;
+    uint8_t bid[64];
+    unsigned bid_len = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && nseg < 16) {
+            segs[nseg][0] = info->dlpi_addr + ph->p_vaddr;
+            segs[nseg][1] = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+            nseg++;
+        } else if (ph->p_type == PT_NOTE) {
+            const uint8_t *p = (const uint8_t *)(info->dlpi_addr + ph->p_vaddr);
+            const uint8_t *end = p + ph->p_memsz;
+            while (p + sizeof(ElfW(Nhdr)) <= end) {
+                const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)p;
+                const uint8_t *name = p + sizeof *nh;
+                const uint8_t *desc = name + ((nh->n_namesz + 3) & ~3u);
+                if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && !memcmp(name, "GNU", 4) &&
+                    nh->n_descsz <= sizeof bid) {
+                    memcpy(bid, desc, nh->n_descsz);
+                    bid_len = nh->n_descsz;
+                }
+                p = desc + ((nh->n_descsz + 3) & ~3u);
+            }
+        }
+    }
+    if (is_main && m->bad_build_id)
+        bid[0] ^= 0xff;
+    tw_module_load(m->w, 1, info->dlpi_addr, nseg, (const uint64_t(*)[2])segs, bid, bid_len, path);
+    m->found++;
+    return 0;
+}
+
+static __attribute__((noinline)) void *allocating_function(size_t n)
+{
+    void *p = malloc(n);
+    __asm__ volatile("" ::"r"(p) : "memory");
+    return p;
+}
+
+static __attribute__((noinline)) void *calling_function(size_t n)
+{
+    void *p = allocating_function(n);
+    __asm__ volatile("" ::"r"(p) : "memory");
+    return p;
+}
+
+/* A trace whose one stack is malloc <- allocating_function <-
+ * calling_function, at addresses of this process. */
+static struct tw *self_trace(const char *path, bool bad_build_id)
+{
+    struct tw *w = tw_new(NULL);
+    struct self_modules m = { w, bad_build_id, 0, 0 };
+    dl_iterate_phdr(add_module, &m);
+    cr_assert_eq(m.found, 2);
+    void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+    cr_assert_not_null(libc);
+    uint64_t malloc_ip = (uint64_t)(uintptr_t)dlsym(libc, "malloc") + 4;
+    dlclose(libc);
+    free(calling_function(1));
+    tw_stack(w, 1, 1, 0, (uint64_t)(uintptr_t)calling_function + 8);
+    tw_stack(w, 1, 2, 1, (uint64_t)(uintptr_t)allocating_function + 8);
+    tw_stack(w, 1, 3, 2, malloc_ip);
+    tw_alloc(w, 1, MT_ALLOC_MALLOC, 1, 1, 0x1000, 64, 3);
+    tw_end(w, 1, MT_END_EXIT, 2, 0);
+    cr_assert_eq(tw_write(w, path, false), 0);
+    return w;
+}
+
+Test(report, allocator_frame_names)
+{
+    static const char *const yes[] = {
+        "malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign",
+        "operator new(unsigned long)", "operator new[](unsigned long)",
+        "operator new(unsigned long, std::align_val_t)",
+        "operator new(unsigned long, std::nothrow_t const&)", "operator delete(void*)",
+        "operator delete[](void*, unsigned long)", "__libc_malloc", "__libc_calloc",
+        "__GI___libc_malloc", "__libc_alloc_buffer_allocate",
+        "std::allocator<int>::allocate(unsigned long)",
+        "std::__new_allocator<std::pair<int const, std::vector<int, std::allocator<int> > > >"
+        "::allocate(unsigned long, void const*)",
+        "__gnu_cxx::new_allocator<char>::allocate(unsigned long, void const*)",
+        "std::allocator_traits<std::allocator<float> >::allocate(std::allocator<float>&, unsigned long)",
+    };
+    static const char *const no[] = {
+        "main", "basic", "xmalloc", "my_malloc", "mallocx", "operator newline(int)",
+        "std::vector<int, std::allocator<int> >::_M_realloc_insert(int&&)",
+        "std::allocator<int>::deallocate(int*, unsigned long)", "Pool::allocate(unsigned long)",
+        "std::_Vector_base<int, std::allocator<int> >::_M_allocate(unsigned long)",
+        "operator()", "",
+    };
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++)
+        cr_assert(mt_report_allocator_frame(yes[i]), "%s", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++)
+        cr_assert(!mt_report_allocator_frame(no[i]), "%s", no[i]);
+    cr_assert(!mt_report_allocator_frame(NULL));
+}
+
+Test(report, symbolized_frames_leave_out_the_allocator)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = self_trace(t.path[0], false);
+    struct mt_report rep;
+    struct mt_error err;
+    cr_assert_eq(mt_report_compute(t.path[0], &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.nlist[MT_LIST_LEAKS], 1);
+    const struct mt_report_site *s = &rep.site[rep.list[MT_LIST_LEAKS][0]];
+    cr_assert_eq(s->skipped, 1, "malloc is left out");
+    cr_assert_geq(s->nframes, 2);
+    cr_assert_str_eq(s->frames[0].function, "allocating_function");
+    cr_assert_not_null(s->frames[0].file);
+    cr_assert(strstr(s->frames[0].file, "test-report.c"), "%s", s->frames[0].file);
+    cr_assert_gt(s->frames[0].line, 0);
+    cr_assert_str_eq(s->frames[s->nframes - 1].function, "calling_function");
+    cr_assert_eq(rep.sym_frames, 3);
+    for (unsigned i = 0; i < 5; i++)
+        cr_assert_eq(rep.sym_unresolved[i], 0);
+    mt_report_destroy(&rep);
+
+    char *a[] = { "report", t.path[0], NULL };
+    struct run r = run_cmd(mt_report_main, t.dir, 2, a);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "\n      allocating_function (test-report.c:"), "%s", r.out);
+    cr_assert(strstr(r.out, "\nSymbols: 3 addresses, all resolved\n"), "%s", r.out);
+    run_free(&r);
+    tw_destroy(w);
+    tmpdir_remove(&t);
+}
+
+Test(report, build_id_mismatch_is_reported)
+{
+    struct tmpdir t;
+    tmpdir_make(&t);
+    struct tw *w = self_trace(t.path[0], true);
+    char *a[] = { "report", t.path[0], NULL };
+    struct run r = run_cmd(mt_report_main, t.dir, 2, a);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "\nSymbols: 2 of 3 addresses not resolved: 2 build-id mismatch (the "
+                            "file changed since the run)\n"), "%s", r.out);
+    cr_assert(strstr(r.out, "\n      ?? [test-report+0x"), "%s", r.out);
+    run_free(&r);
+    char *b[] = { "report", "--json", t.path[0], NULL };
+    r = run_cmd(mt_report_main, t.dir, 3, b);
+    cJSON *p = cJSON_Parse(r.out);
+    cr_assert_not_null(p);
+    cr_assert_eq(num(item(p, "symbolization"), "build_id_mismatch"), 2);
+    cr_assert_eq(num(item(p, "symbolization"), "unresolved"), 2);
+    cJSON_Delete(p);
+    run_free(&r);
+    tw_destroy(w);
     tmpdir_remove(&t);
 }
 
