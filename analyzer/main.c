@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "diff.h"
 #include "pack.h"
 #include "report.h"
 #include "run.h"
@@ -19,6 +20,7 @@ static const struct {
 } commands[] = {
     { "run", mt_run_main, "run a command with every allocation recorded" },
     { "report", mt_report_main, "summarize one or more traces (text or --json)" },
+    { "diff", mt_diff_main, "compare two traces: host numbers and the sites that grew or shrank" },
     { "pack", mt_pack_main, "compress traces written under plain LD_PRELOAD or with --no-pack" },
 };
 

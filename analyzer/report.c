@@ -1218,7 +1218,7 @@ static void print_combined(FILE *f, const struct mt_report *reps, size_t n)
 static void report_usage(FILE *f)
 {
     fprintf(f,
-            "Usage: memtrace report [--json] [--top N] [--frames N] FILE...\n"
+            "Usage: memtrace report [--json] [--top N] [--frames N] [--no-symbols] FILE...\n"
             "\n"
             "Summarize traces: heap peak (live requested bytes) and when it was reached,\n"
             "live bytes at the end, allocation and free counts, anonymous and file\n"
@@ -1240,6 +1240,8 @@ static void report_usage(FILE *f)
             "                for several FILEs (docs/REPORT.md lists the keys)\n"
             "  --top N       sites shown per list (default %u; 0: none)\n"
             "  --frames N    frames shown per site in text (default %u)\n"
+            "  --no-symbols  do not read symbols: frames are shown as recorded\n"
+            "                addresses (fast; no debug info opened)\n"
             "  -h, --help    show this help\n"
             "\n"
             "Exit status: 0 fine, 1 error (unreadable, not a trace, corrupted),\n"
@@ -1292,7 +1294,7 @@ static int count_option(int argc, char **argv, int *i, const char *name, unsigne
 
 int mt_report_main(int argc, char **argv)
 {
-    bool json = false, opts = true;
+    bool json = false, opts = true, no_symbols = false;
     unsigned top = MT_REPORT_DEFAULT_TOP, frames = MT_REPORT_DEFAULT_FRAMES;
     int nfiles = 0;
     char **files = calloc((size_t)argc + 1, sizeof *files);
@@ -1311,6 +1313,8 @@ int mt_report_main(int argc, char **argv)
             return 0;
         } else if (opts && !strcmp(a, "--json")) {
             json = true;
+        } else if (opts && !strcmp(a, "--no-symbols")) {
+            no_symbols = true;
         } else if (opts && ((k = count_option(argc, argv, &i, "--top", &top)) != 0 ||
                             (k = count_option(argc, argv, &i, "--frames", &frames)) != 0)) {
             if (k < 0) {
@@ -1340,7 +1344,8 @@ int mt_report_main(int argc, char **argv)
         struct mt_progress pr;
         mt_progress_init(&pr, "reading", files[i]);
         struct mt_error err;
-        struct mt_report_opts o = { .top = top, .progress = mt_progress_update, .progress_arg = &pr };
+        struct mt_report_opts o = { .top = top, .no_symbols = no_symbols,
+                                    .progress = mt_progress_update, .progress_arg = &pr };
         int rc = mt_report_compute_opts(files[i], &o, &reps[i], &err);
         mt_progress_done(&pr);
         if (rc < 0) {
