@@ -312,11 +312,13 @@ static inline bool ent_less(const struct mti_heap_ent *a, const struct mti_heap_
     return a->seq < b->seq || (a->seq == b->seq && a->tie < b->tie);
 }
 
-static void sift_down(struct mt_reader *r, uint32_t i)
+/* Places key e at slot i (whose old entry is being replaced) and moves it
+ * down. The key comes in a register: writing it to the heap first and
+ * reading it straight back stalls on the store. */
+static void sift_down_key(struct mt_reader *r, uint32_t i, struct mti_heap_ent e)
 {
     struct mti_heap_ent *h = r->heap;
     uint32_t n = r->heap_len;
-    struct mti_heap_ent e = h[i];
     for (;;) {
         uint32_t c = 2 * i + 1;
         if (c >= n)
@@ -347,9 +349,9 @@ static void sift_up(struct mt_reader *r, uint32_t i)
 
 static void heap_pop(struct mt_reader *r)
 {
-    r->heap[0] = r->heap[--r->heap_len];
+    struct mti_heap_ent last = r->heap[--r->heap_len];
     if (r->heap_len)
-        sift_down(r, 0);
+        sift_down_key(r, 0, last);
 }
 
 /* ---- open -------------------------------------------------------------------- */
@@ -1144,8 +1146,10 @@ static void settle(struct mt_reader *r, uint32_t ci, bool at_top)
         }
     }
     if (at_top) {
-        r->heap[0] = k;
-        sift_down(r, 0);
+        if (r->heap_len == 1)
+            r->heap[0] = k;
+        else
+            sift_down_key(r, 0, k);
     } else {
         r->heap[r->heap_len++] = k;
         sift_up(r, r->heap_len - 1);
