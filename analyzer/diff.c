@@ -245,12 +245,6 @@ static cJSON *add_raw(cJSON *o, const char *key, const char *lit)
     return n;
 }
 
-static cJSON *add_u64(cJSON *o, const char *key, uint64_t v)
-{
-    char buf[24];
-    snprintf(buf, sizeof buf, "%" PRIu64, v);
-    return add_raw(o, key, buf);
-}
 
 /* b - a as an exact signed literal. */
 static void change_literal(uint64_t a, uint64_t b, char *buf, size_t n)
@@ -268,10 +262,6 @@ static cJSON *add_change(cJSON *o, const char *key, uint64_t a, uint64_t b)
     return add_raw(o, key, buf);
 }
 
-static cJSON *add_str_or_null(cJSON *o, const char *key, const char *v)
-{
-    return v ? cJSON_AddStringToObject(o, key, v) : cJSON_AddNullToObject(o, key);
-}
 
 #define HOST_FIELDS(X)                                                                             \
     X(peak_bytes) X(peak_time_ns) X(end_bytes) X(alloc_count) X(free_count)                        \
@@ -281,7 +271,7 @@ static cJSON *add_str_or_null(cJSON *o, const char *key, const char *v)
 static bool add_host(cJSON *o, const struct mt_report_host *h)
 {
     bool ok = true;
-#define X(f) ok = ok && add_u64(o, #f, h->f);
+#define X(f) ok = ok && mt_json_add_u64(o, #f, h->f);
     HOST_FIELDS(X)
 #undef X
     return ok;
@@ -302,7 +292,7 @@ static cJSON *trace_json(const struct mt_report *rep)
     cJSON *h = NULL;
     bool ok = o && cJSON_AddStringToObject(o, "file", rep->file ? rep->file : "") &&
               cJSON_AddBoolToObject(o, "partial", rep->partial) &&
-              add_u64(o, "allocation_sites", rep->sites) &&
+              mt_json_add_u64(o, "allocation_sites", rep->sites) &&
               (h = cJSON_AddObjectToObject(o, "host")) && add_host(h, &rep->host);
     if (!ok) {
         cJSON_Delete(o);
@@ -311,24 +301,6 @@ static cJSON *trace_json(const struct mt_report *rep)
     return o;
 }
 
-static bool add_frames(cJSON *so, const struct mt_report_site *site)
-{
-    cJSON *fa = cJSON_AddArrayToObject(so, "frames");
-    bool ok = fa != NULL;
-    for (unsigned j = 0; ok && j < site->nframes; j++) {
-        const struct mt_report_frame *f = &site->frames[j];
-        cJSON *fo = cJSON_CreateObject();
-        ok = fo != NULL;
-        if (!ok)
-            break;
-        cJSON_AddItemToArray(fa, fo);
-        ok = add_str_or_null(fo, "function", f->function) && add_str_or_null(fo, "file", f->file) &&
-             (f->line ? add_u64(fo, "line", f->line) : cJSON_AddNullToObject(fo, "line")) &&
-             add_str_or_null(fo, "module", f->module) &&
-             cJSON_AddBoolToObject(fo, "inlined", f->inlined) && add_u64(fo, "offset", f->offset);
-    }
-    return ok;
-}
 
 static bool add_changes(cJSON *o, const char *key, const struct mt_diff *d, unsigned l,
                         const size_t *idx, size_t n)
@@ -342,8 +314,8 @@ static bool add_changes(cJSON *o, const char *key, const struct mt_diff *d, unsi
         if (!ok)
             break;
         cJSON_AddItemToArray(arr, so);
-        ok = add_u64(so, "bytes_a", s->bytes[l][0]) && add_u64(so, "bytes_b", s->bytes[l][1]) &&
-             add_change(so, "change", s->bytes[l][0], s->bytes[l][1]) && add_frames(so, s->site);
+        ok = mt_json_add_u64(so, "bytes_a", s->bytes[l][0]) && mt_json_add_u64(so, "bytes_b", s->bytes[l][1]) &&
+             add_change(so, "change", s->bytes[l][0], s->bytes[l][1]) && mt_report_add_frames_json(so, s->site);
     }
     return ok;
 }
@@ -360,7 +332,7 @@ cJSON *mt_diff_to_json(const struct mt_diff *d)
         cJSON_AddItemToObject(o, "b", b);
     bool ok = a && b && (c = cJSON_AddObjectToObject(o, "change")) &&
               (ch = cJSON_AddObjectToObject(c, "host")) && add_host_change(ch, &d->a.host, &d->b.host) &&
-              add_u64(o, "sites_per_list", MT_DIFF_SITES) &&
+              mt_json_add_u64(o, "sites_per_list", MT_DIFF_SITES) &&
               cJSON_AddBoolToObject(o, "all_sites_compared", !d->limited) &&
               add_changes(o, "grew", d, MT_DIFF_PEAK, d->grew[MT_DIFF_PEAK], d->ngrew[MT_DIFF_PEAK]) &&
               add_changes(o, "shrank", d, MT_DIFF_PEAK, d->shrank[MT_DIFF_PEAK],
@@ -401,24 +373,6 @@ static void print_row(FILE *f, const char *label, uint64_t a, uint64_t b, bool b
     fprintf(f, "  %-20s %16" PRIu64 " %16" PRIu64 "  %s\n", label, a, b, ch);
 }
 
-/* function (file:line) [module], ?? [module+0xoffset] when unresolved. */
-static void print_frame(FILE *f, const struct mt_report_frame *fr)
-{
-    fprintf(f, "      %s", fr->function ? fr->function : "??");
-    if (fr->file && fr->line)
-        fprintf(f, " (%s:%u)", base_name(fr->file), fr->line);
-    else if (fr->file)
-        fprintf(f, " (%s)", base_name(fr->file));
-    if (!fr->module)
-        fprintf(f, " [0x%" PRIx64 "]", fr->ip);
-    else if (fr->function)
-        fprintf(f, " [%s]", base_name(fr->module));
-    else
-        fprintf(f, " [%s+0x%" PRIx64 "]", base_name(fr->module), fr->offset);
-    if (fr->inlined)
-        fputs(" [inlined]", f);
-    fputc('\n', f);
-}
 
 static void print_site(FILE *f, const struct mt_diff_site *s, unsigned l)
 {
@@ -439,7 +393,7 @@ static void print_site(FILE *f, const struct mt_diff_site *s, unsigned l)
     }
     unsigned n = site->nframes < MT_REPORT_DEFAULT_FRAMES ? site->nframes : MT_REPORT_DEFAULT_FRAMES;
     for (unsigned i = 0; i < n; i++)
-        print_frame(f, &site->frames[i]);
+        mt_report_print_frame(f, &site->frames[i]);
     if (n < site->nframes)
         fprintf(f, "      ... %u more frame%s\n", site->nframes - n, site->nframes - n == 1 ? "" : "s");
 }
@@ -525,28 +479,9 @@ static void diff_usage(FILE *f)
 
 static int diff_usage_error(const char *fmt, const char *arg)
 {
-    fprintf(stderr, "memtrace diff: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'memtrace diff --help'.\n");
-    return 2;
+    return mt_usage_error("diff", fmt, arg);
 }
 
-/* A count: digits only, at most 1000000. */
-static bool parse_count(const char *s, unsigned *out)
-{
-    if (!s || !*s)
-        return false;
-    unsigned long v = 0;
-    for (const char *c = s; *c; c++) {
-        if (*c < '0' || *c > '9')
-            return false;
-        v = v * 10 + (unsigned long)(*c - '0');
-        if (v > 1000000)
-            return false;
-    }
-    *out = (unsigned)v;
-    return true;
-}
 
 int mt_diff_main(int argc, char **argv)
 {
@@ -566,11 +501,11 @@ int mt_diff_main(int argc, char **argv)
         } else if (opts && !strcmp(a, "--no-symbols")) {
             no_symbols = true;
         } else if (opts && !strcmp(a, "--top")) {
-            if (i + 1 >= argc || !parse_count(argv[i + 1], &top))
+            if (i + 1 >= argc || !mt_parse_count(argv[i + 1], &top))
                 return diff_usage_error("%s needs a count (0 to 1000000)", a);
             i++;
         } else if (opts && !strncmp(a, "--top=", 6)) {
-            if (!parse_count(a + 6, &top))
+            if (!mt_parse_count(a + 6, &top))
                 return diff_usage_error("%s needs a count (0 to 1000000)", "--top");
         } else if (opts && a[0] == '-' && a[1]) {
             return diff_usage_error("unknown option '%s'", a);

@@ -601,7 +601,7 @@ static const char *status_text(const struct mt_report *rep)
     return "ended without exit: killed, crashed or still running";
 }
 
-static cJSON *add_u64(cJSON *o, const char *key, uint64_t v)
+cJSON *mt_json_add_u64(cJSON *o, const char *key, uint64_t v)
 {
     char buf[24];
     snprintf(buf, sizeof buf, "%" PRIu64, v);
@@ -611,9 +611,31 @@ static cJSON *add_u64(cJSON *o, const char *key, uint64_t v)
     return n;
 }
 
-static cJSON *add_str_or_null(cJSON *o, const char *key, const char *v)
+cJSON *mt_json_add_str_or_null(cJSON *o, const char *key, const char *v)
 {
     return v ? cJSON_AddStringToObject(o, key, v) : cJSON_AddNullToObject(o, key);
+}
+
+#define add_u64 mt_json_add_u64
+#define add_str_or_null mt_json_add_str_or_null
+
+bool mt_report_add_frames_json(cJSON *o, const struct mt_report_site *site)
+{
+    cJSON *fa = cJSON_AddArrayToObject(o, "frames");
+    bool ok = fa != NULL;
+    for (unsigned j = 0; ok && j < site->nframes; j++) {
+        const struct mt_report_frame *f = &site->frames[j];
+        cJSON *fo = cJSON_CreateObject();
+        ok = fo != NULL;
+        if (!ok)
+            break;
+        cJSON_AddItemToArray(fa, fo);
+        ok = add_str_or_null(fo, "function", f->function) && add_str_or_null(fo, "file", f->file) &&
+             (f->line ? add_u64(fo, "line", f->line) : cJSON_AddNullToObject(fo, "line")) &&
+             add_str_or_null(fo, "module", f->module) && cJSON_AddBoolToObject(fo, "inlined", f->inlined) &&
+             add_u64(fo, "offset", f->offset);
+    }
+    return ok;
 }
 
 /* One list of sites: [{"bytes", "count", "frames": [...]}, ...]. */
@@ -643,23 +665,7 @@ static bool add_site_list(cJSON *o, const char *key, const struct mt_report *rep
         if (!ok)
             break;
         cJSON_AddItemToArray(arr, so);
-        cJSON *fa = NULL;
-        ok = add_u64(so, "bytes", bytes) && add_u64(so, "count", count) &&
-             (fa = cJSON_AddArrayToObject(so, "frames")) != NULL;
-        for (unsigned j = 0; ok && j < site->nframes; j++) {
-            const struct mt_report_frame *f = &site->frames[j];
-            cJSON *fo = cJSON_CreateObject();
-            ok = fo != NULL;
-            if (!ok)
-                break;
-            cJSON_AddItemToArray(fa, fo);
-            ok = add_str_or_null(fo, "function", f->function) &&
-                 add_str_or_null(fo, "file", f->file) &&
-                 (f->line ? add_u64(fo, "line", f->line) : cJSON_AddNullToObject(fo, "line")) &&
-                 add_str_or_null(fo, "module", f->module) &&
-                 cJSON_AddBoolToObject(fo, "inlined", f->inlined) &&
-                 add_u64(fo, "offset", f->offset);
-        }
+        ok = add_u64(so, "bytes", bytes) && add_u64(so, "count", count) && mt_report_add_frames_json(so, site);
     }
     return ok;
 }
@@ -962,7 +968,7 @@ static const char *plural(uint64_t n, const char *one, const char *many)
 }
 
 /* function (file:line) [module], ?? [module+0xoffset] when unresolved. */
-static void print_frame(FILE *f, const struct mt_report_frame *fr)
+void mt_report_print_frame(FILE *f, const struct mt_report_frame *fr)
 {
     fprintf(f, "      %s", fr->function ? fr->function : "??");
     if (fr->file && fr->line)
@@ -992,7 +998,7 @@ static void print_site_frames(FILE *f, const struct mt_report_site *site, unsign
     }
     unsigned n = site->nframes < frames ? site->nframes : frames;
     for (unsigned i = 0; i < n; i++)
-        print_frame(f, &site->frames[i]);
+        mt_report_print_frame(f, &site->frames[i]);
     if (n < site->nframes)
         fprintf(f, "      ... %u more frame%s\n", site->nframes - n, site->nframes - n == 1 ? "" : "s");
 }
@@ -1249,16 +1255,21 @@ static void report_usage(FILE *f)
             MT_REPORT_DEFAULT_TOP, MT_REPORT_DEFAULT_FRAMES);
 }
 
-static int report_usage_error(const char *fmt, const char *arg)
+int mt_usage_error(const char *command, const char *fmt, const char *arg)
 {
-    fprintf(stderr, "memtrace report: ");
+    fprintf(stderr, "memtrace %s: ", command);
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'memtrace report --help'.\n");
+    fprintf(stderr, "\nTry 'memtrace %s --help'.\n", command);
     return 2;
 }
 
+static int report_usage_error(const char *fmt, const char *arg)
+{
+    return mt_usage_error("report", fmt, arg);
+}
+
 /* A count option's value: digits only, at most 1000000. */
-static bool parse_count(const char *s, unsigned *out)
+bool mt_parse_count(const char *s, unsigned *out)
 {
     if (!s || !*s)
         return false;
@@ -1283,10 +1294,10 @@ static int count_option(int argc, char **argv, int *i, const char *name, unsigne
     if (strncmp(a, name, n))
         return 0;
     if (a[n] == '=')
-        return parse_count(a + n + 1, out) ? 1 : -1;
+        return mt_parse_count(a + n + 1, out) ? 1 : -1;
     if (a[n])
         return 0;
-    if (*i + 1 >= argc || !parse_count(argv[*i + 1], out))
+    if (*i + 1 >= argc || !mt_parse_count(argv[*i + 1], out))
         return -1;
     ++*i;
     return 1;

@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <cjson/cJSON.h>
 
@@ -186,6 +187,18 @@ cJSON *mt_report_combined_json(const struct mt_report *reps, size_t n);
  * std::allocator_traits' allocate): such frames are left out at the
  * innermost end of a site's stack. */
 bool mt_report_allocator_frame(const char *function);
+
+/* Shared with the other commands that print reports (diff). */
+cJSON *mt_json_add_u64(cJSON *o, const char *key, uint64_t v);       /* exact integer */
+cJSON *mt_json_add_str_or_null(cJSON *o, const char *key, const char *v);
+/* Adds "frames": [{"function","file","line","module","inlined","offset"}]. */
+bool mt_report_add_frames_json(cJSON *o, const struct mt_report_site *site);
+/* One frame as a text line: function (file:line) [module]. */
+void mt_report_print_frame(FILE *f, const struct mt_report_frame *fr);
+/* A count option's value: digits only, at most 1000000. */
+bool mt_parse_count(const char *s, unsigned *out);
+/* One usage error line for `memtrace COMMAND` and a hint; returns 2. */
+int mt_usage_error(const char *command, const char *fmt, const char *arg);
 
 /* "12.3 MiB"-style size. */
 void mt_human_size(uint64_t bytes, char *buf, size_t n);

@@ -58,7 +58,7 @@ static char *patterns_exe(void)
  * its own, without MEMTRACE_* settings inherited from the caller. */
 static pid_t spawn(char *const argv[], const char *cwd)
 {
-    char out[PATH_MAX], err[PATH_MAX];
+    char out[PATH_MAX + 16], err[PATH_MAX + 16];
     snprintf(out, sizeof(out), "%s/stdout", tu_tmpdir);
     snprintf(err, sizeof(err), "%s/stderr", tu_tmpdir);
     fflush(NULL);
