@@ -263,25 +263,12 @@ static cJSON *add_change(cJSON *o, const char *key, uint64_t a, uint64_t b)
 }
 
 
-#define HOST_FIELDS(X)                                                                             \
-    X(peak_bytes) X(peak_time_ns) X(end_bytes) X(alloc_count) X(free_count)                        \
-    X(total_allocated_bytes) X(unmatched_free_count) X(inconsistent_count) X(rss_peak_bytes)       \
-    X(mmap_peak_bytes) X(mmap_end_bytes) X(mmap_file_peak_bytes) X(mmap_file_end_bytes)
-
-static bool add_host(cJSON *o, const struct mt_report_host *h)
-{
-    bool ok = true;
-#define X(f) ok = ok && mt_json_add_u64(o, #f, h->f);
-    HOST_FIELDS(X)
-#undef X
-    return ok;
-}
 
 static bool add_host_change(cJSON *o, const struct mt_report_host *a, const struct mt_report_host *b)
 {
     bool ok = true;
 #define X(f) ok = ok && add_change(o, #f, a->f, b->f);
-    HOST_FIELDS(X)
+    MT_REPORT_HOST_FIELDS(X)
 #undef X
     return ok;
 }
@@ -293,7 +280,7 @@ static cJSON *trace_json(const struct mt_report *rep)
     bool ok = o && cJSON_AddStringToObject(o, "file", rep->file ? rep->file : "") &&
               cJSON_AddBoolToObject(o, "partial", rep->partial) &&
               mt_json_add_u64(o, "allocation_sites", rep->sites) &&
-              (h = cJSON_AddObjectToObject(o, "host")) && add_host(h, &rep->host);
+              (h = cJSON_AddObjectToObject(o, "host")) && mt_report_add_host_json(h, &rep->host, true);
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -382,20 +369,7 @@ static void print_site(FILE *f, const struct mt_diff_site *s, unsigned l)
     mt_human_size(b >= a ? b - a : a - b, hs, sizeof hs);
     fprintf(f, "  %s bytes (%c%s)  %" PRIu64 " -> %" PRIu64 "%s\n", ch, b > a ? '+' : '-', hs, a, b,
             a == 0 ? "  (not in A)" : b == 0 ? "  (not in B)" : "");
-    const struct mt_report_site *site = s->site;
-    if (site->stack_id == 0) {
-        fputs("      (no stack recorded)\n", f);
-        return;
-    }
-    if (site->nframes == 0) {
-        fputs("      (stack not in the trace)\n", f);
-        return;
-    }
-    unsigned n = site->nframes < MT_REPORT_DEFAULT_FRAMES ? site->nframes : MT_REPORT_DEFAULT_FRAMES;
-    for (unsigned i = 0; i < n; i++)
-        mt_report_print_frame(f, &site->frames[i]);
-    if (n < site->nframes)
-        fprintf(f, "      ... %u more frame%s\n", site->nframes - n, site->nframes - n == 1 ? "" : "s");
+    mt_report_print_site_frames(f, s->site, MT_REPORT_DEFAULT_FRAMES);
 }
 
 static void print_changes(FILE *f, const char *title, const struct mt_diff *d, unsigned l,

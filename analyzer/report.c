@@ -619,6 +619,17 @@ cJSON *mt_json_add_str_or_null(cJSON *o, const char *key, const char *v)
 #define add_u64 mt_json_add_u64
 #define add_str_or_null mt_json_add_str_or_null
 
+bool mt_report_add_host_json(cJSON *o, const struct mt_report_host *h, bool with_time)
+{
+    bool ok = true;
+#define X(f)                                                                                       \
+    ok = ok && (with_time || strcmp(#f, "peak_time_ns") ? add_u64(o, #f, h->f) != NULL             \
+                                                        : cJSON_AddNullToObject(o, #f) != NULL);
+    MT_REPORT_HOST_FIELDS(X)
+#undef X
+    return ok;
+}
+
 bool mt_report_add_frames_json(cJSON *o, const struct mt_report_site *site)
 {
     cJSON *fa = cJSON_AddArrayToObject(o, "frames");
@@ -770,19 +781,7 @@ cJSON *mt_report_combined_json(const struct mt_report *reps, size_t n)
               cJSON_AddBoolToObject(o, "peaks_are_upper_bounds", true) &&
               add_u64(o, "threads", c.threads) && add_u64(o, "records", c.records) &&
               add_u64(o, "events", c.events) && add_u64(o, "lost_events", c.lost) &&
-              (ho = cJSON_AddObjectToObject(o, "host")) != NULL &&
-              add_u64(ho, "peak_bytes", h->peak_bytes) &&
-              cJSON_AddNullToObject(ho, "peak_time_ns") &&
-              add_u64(ho, "end_bytes", h->end_bytes) && add_u64(ho, "alloc_count", h->alloc_count) &&
-              add_u64(ho, "free_count", h->free_count) &&
-              add_u64(ho, "total_allocated_bytes", h->total_allocated_bytes) &&
-              add_u64(ho, "unmatched_free_count", h->unmatched_free_count) &&
-              add_u64(ho, "inconsistent_count", h->inconsistent_count) &&
-              add_u64(ho, "rss_peak_bytes", h->rss_peak_bytes) &&
-              add_u64(ho, "mmap_peak_bytes", h->mmap_peak_bytes) &&
-              add_u64(ho, "mmap_end_bytes", h->mmap_end_bytes) &&
-              add_u64(ho, "mmap_file_peak_bytes", h->mmap_file_peak_bytes) &&
-              add_u64(ho, "mmap_file_end_bytes", h->mmap_file_end_bytes) &&
+              (ho = cJSON_AddObjectToObject(o, "host")) != NULL && mt_report_add_host_json(ho, h, false) &&
               (t = cJSON_AddObjectToObject(o, "temporaries")) != NULL &&
               add_u64(t, "count", c.temp_count) && add_u64(t, "bytes", c.temp_bytes) &&
               add_u64(o, "leak_count", c.leak_count);
@@ -840,17 +839,7 @@ cJSON *mt_report_to_json(const struct mt_report *rep)
     }
     const struct mt_report_host *h = &rep->host;
     cJSON *ho = ok ? cJSON_AddObjectToObject(o, "host") : NULL;
-    ok = ho && add_u64(ho, "peak_bytes", h->peak_bytes) &&
-         add_u64(ho, "peak_time_ns", h->peak_time_ns) && add_u64(ho, "end_bytes", h->end_bytes) &&
-         add_u64(ho, "alloc_count", h->alloc_count) && add_u64(ho, "free_count", h->free_count) &&
-         add_u64(ho, "total_allocated_bytes", h->total_allocated_bytes) &&
-         add_u64(ho, "unmatched_free_count", h->unmatched_free_count) &&
-         add_u64(ho, "inconsistent_count", h->inconsistent_count) &&
-         add_u64(ho, "rss_peak_bytes", h->rss_peak_bytes) &&
-         add_u64(ho, "mmap_peak_bytes", h->mmap_peak_bytes) &&
-         add_u64(ho, "mmap_end_bytes", h->mmap_end_bytes) &&
-         add_u64(ho, "mmap_file_peak_bytes", h->mmap_file_peak_bytes) &&
-         add_u64(ho, "mmap_file_end_bytes", h->mmap_file_end_bytes);
+    ok = ho && mt_report_add_host_json(ho, h, true);
     ok = ok && add_sites_json(o, rep);
     if (!ok) {
         cJSON_Delete(o);
@@ -986,7 +975,7 @@ void mt_report_print_frame(FILE *f, const struct mt_report_frame *fr)
     fputc('\n', f);
 }
 
-static void print_site_frames(FILE *f, const struct mt_report_site *site, unsigned frames)
+void mt_report_print_site_frames(FILE *f, const struct mt_report_site *site, unsigned frames)
 {
     if (site->stack_id == 0) {
         fputs("      (no stack recorded)\n", f);
@@ -1041,7 +1030,7 @@ static void print_list(FILE *f, const struct mt_report *rep, unsigned l, unsigne
                     plural(site->alloc_count, "allocation", "allocations"), a);
             break;
         }
-        print_site_frames(f, site, frames);
+        mt_report_print_site_frames(f, site, frames);
     }
 }
 

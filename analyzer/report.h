@@ -193,6 +193,17 @@ cJSON *mt_json_add_u64(cJSON *o, const char *key, uint64_t v);       /* exact in
 cJSON *mt_json_add_str_or_null(cJSON *o, const char *key, const char *v);
 /* Adds "frames": [{"function","file","line","module","inlined","offset"}]. */
 bool mt_report_add_frames_json(cJSON *o, const struct mt_report_site *site);
+/* The fields of struct mt_report_host, in JSON order, for X-macros. */
+#define MT_REPORT_HOST_FIELDS(X)                                                                   \
+    X(peak_bytes) X(peak_time_ns) X(end_bytes) X(alloc_count) X(free_count)                        \
+    X(total_allocated_bytes) X(unmatched_free_count) X(inconsistent_count) X(rss_peak_bytes)       \
+    X(mmap_peak_bytes) X(mmap_end_bytes) X(mmap_file_peak_bytes) X(mmap_file_end_bytes)
+
+/* Adds every host.* key of h to o; peak_time_ns is null unless with_time
+ * (a sum over processes has no peak time). */
+bool mt_report_add_host_json(cJSON *o, const struct mt_report_host *h, bool with_time);
+/* A site's frames as text lines, at most `frames` of them. */
+void mt_report_print_site_frames(FILE *f, const struct mt_report_site *site, unsigned frames);
 /* One frame as a text line: function (file:line) [module]. */
 void mt_report_print_frame(FILE *f, const struct mt_report_frame *fr);
 /* A count option's value: digits only, at most 1000000. */
