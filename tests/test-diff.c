@@ -459,32 +459,12 @@ Test(diff, truncated_exits_3)
 
 /* ---- a real program ------------------------------------------------------------ */
 
-static void run_basic(const char *trace)
-{
-    char pre[PATH_MAX + 64], out[PATH_MAX + 64];
-    snprintf(pre, sizeof pre, "LD_PRELOAD=%s", tu_env("MEMTRACE_TEST_LIB"));
-    snprintf(out, sizeof out, "MEMTRACE_OUTPUT=%s", trace);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, 1);
-        putenv(pre);
-        putenv(out);
-        putenv("MEMTRACE_SESSION=");
-        execl(tu_env("MEMTRACE_TEST_PATTERNS"), "patterns", "basic", (char *)NULL);
-        _exit(127);
-    }
-    int status;
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    tu_expect_exit(status, 0);
-}
 
 Test(diff, real_program_against_itself)
 {
     char *a = strdup(tu_in_tmp("basic1.bin")), *b = strdup(tu_in_tmp("basic2.bin"));
-    run_basic(a);
-    run_basic(b);
+    tu_trace_pattern("basic", a);
+    tu_trace_pattern("basic", b);
     char *argv[] = { "diff", "--json", a, b, NULL };
     struct run r = run_diff(4, argv);
     cr_assert_eq(r.status, 0, "%s", r.err);

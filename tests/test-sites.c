@@ -450,26 +450,6 @@ Test(sites, random_streams_match_a_model)
 
 TestSuite(sites_program, .init = tu_make_tmpdir, .fini = tu_remove_tmpdir, .timeout = 120);
 
-static void run_basic(const char *trace)
-{
-    char pre[PATH_MAX + 64], out[PATH_MAX + 64];
-    snprintf(pre, sizeof pre, "LD_PRELOAD=%s", tu_env("MEMTRACE_TEST_LIB"));
-    snprintf(out, sizeof out, "MEMTRACE_OUTPUT=%s", trace);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, 1);
-        putenv(pre);
-        putenv(out);
-        putenv("MEMTRACE_SESSION=");
-        execl(tu_env("MEMTRACE_TEST_PATTERNS"), "patterns", "basic", (char *)NULL);
-        _exit(127);
-    }
-    int status;
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    tu_expect_exit(status, 0);
-}
 
 static bool ends_with(const char *s, const char *suffix)
 {
@@ -480,7 +460,7 @@ static bool ends_with(const char *s, const char *suffix)
 Test(sites_program, basic_top_site_is_named)
 {
     const char *trace = tu_in_tmp("t.bin");
-    run_basic(trace);
+    tu_trace_pattern("basic", trace);
     struct mt_report rep;
     tu_report_of(trace, &rep);
     cr_assert(rep.symbolized);

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,4 +115,26 @@ void tu_expect_exit(int status, int code)
 {
     cr_assert(WIFEXITED(status), "did not exit (status 0x%x)", status);
     cr_assert_eq(WEXITSTATUS(status), code, "exit code %d, expected %d", WEXITSTATUS(status), code);
+}
+
+void tu_trace_pattern(const char *scenario, const char *trace)
+{
+    char pre[PATH_MAX + 64], out[PATH_MAX + 64];
+    snprintf(pre, sizeof pre, "LD_PRELOAD=%s", tu_env("MEMTRACE_TEST_LIB"));
+    snprintf(out, sizeof out, "MEMTRACE_OUTPUT=%s", trace);
+    const char *exe = tu_env("MEMTRACE_TEST_PATTERNS");
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        putenv(pre);
+        putenv(out);
+        putenv("MEMTRACE_SESSION=");
+        execl(exe, "patterns", scenario, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    tu_expect_exit(status, 0);
 }

@@ -38,4 +38,9 @@ struct tu_sized tu_sized_events(const char *path, uint64_t size);
 
 void tu_expect_exit(int status, int code);
 
+/* Runs `patterns SCENARIO` (MEMTRACE_TEST_PATTERNS) with libmemtrace.so
+ * (MEMTRACE_TEST_LIB) preloaded, tracing into `trace`; its stdout is
+ * discarded and it must exit 0. */
+void tu_trace_pattern(const char *scenario, const char *trace);
+
 #endif
