@@ -158,6 +158,7 @@ struct mt_reader {
     uint32_t *order;       /* data chunks by (seq_base, offset) */
     uint32_t norder;
     uint32_t next_pending; /* first rank not activated yet */
+    uint64_t pending_seq;  /* its seq_base, UINT64_MAX when none is left */
     struct mti_cursor *cur;
     uint32_t ncur;         /* cursors ever allocated */
     uint32_t capcur;
@@ -565,6 +566,7 @@ static int build_order(struct mt_reader *r, struct mt_error *err)
     r->norder = n;
     r->info.threads = (uint32_t)mt_live_table_count(&tids);
     qsort_r(r->order, n, sizeof *r->order, rank_cmp_r, r->chunks);
+    r->pending_seq = n ? r->chunks[r->order[0]].seq_base : UINT64_MAX;
 out:
     mt_live_table_destroy(&tids);
     if (rc < 0)
@@ -1049,14 +1051,78 @@ fail:
 #undef BAD
 #undef NEED
 
-static int decode_raw(struct mt_reader *r, struct mti_cursor *s, struct mt_record *rec)
+static __attribute__((noinline)) int decode_raw(struct mt_reader *r, struct mti_cursor *s,
+                                                struct mt_record *rec)
 {
     return decode(r, s, rec, false);
 }
 
-static int decode_packed(struct mt_reader *r, struct mti_cursor *s, struct mt_record *rec)
+/* The packed heap records, nearly all of a big trace, without decode's
+ * copies of every stream: reads only the streams they use and commits
+ * nothing unless the whole record is there, well formed, and not its
+ * chunk's last (whose end checks decode does). true if it decoded rec. */
+static inline bool decode_block(const struct mt_reader *r, struct mti_cursor *s,
+                                struct mt_record *rec)
+{
+    const uint8_t *t = s->p[MT_STREAM_TAG];
+    if (s->end[MT_STREAM_TAG] - t < 2)
+        return false;
+    unsigned tag = *t, type = tag >> 4, kind = tag & 15;
+    const uint8_t *ps = s->p[MT_STREAM_SEQ], *pt = s->p[MT_STREAM_TIME];
+    uint64_t a, b, c, d, seq;
+    if (type == MT_REC_BLOCK_ALLOC) {
+        const uint8_t *pz = s->p[MT_STREAM_SIZE], *pk = s->p[MT_STREAM_STACK];
+        if (kind >= MT_ALLOC_KIND_COUNT || get_uv(&ps, s->end[MT_STREAM_SEQ], &a) ||
+            get_uv(&pt, s->end[MT_STREAM_TIME], &b) || get_uv(&pz, s->end[MT_STREAM_SIZE], &c) ||
+            get_uv(&pk, s->end[MT_STREAM_STACK], &d))
+            return false;
+        s->p[MT_STREAM_SIZE] = pz;
+        s->p[MT_STREAM_STACK] = pk;
+        seq = s->seq + a;
+        rec->type = MT_REC_ALLOC;
+        rec->block = seq;
+        rec->size = c;
+        rec->stack_id = d;
+    } else if (type == MT_REC_BLOCK_FREE) {
+        const uint8_t *pf = s->p[MT_STREAM_REF];
+        if (kind > MT_FREE_IMPLICIT || get_uv(&ps, s->end[MT_STREAM_SEQ], &a) ||
+            get_uv(&pt, s->end[MT_STREAM_TIME], &b) || get_uv(&pf, s->end[MT_STREAM_REF], &c))
+            return false;
+        s->p[MT_STREAM_REF] = pf;
+        seq = s->seq + a;
+        rec->type = MT_REC_FREE;
+        rec->block = seq - c;
+    } else {
+        return false;
+    }
+    s->p[MT_STREAM_TAG] = t + 1;
+    s->p[MT_STREAM_SEQ] = ps;
+    s->p[MT_STREAM_TIME] = pt;
+    s->seq = seq;
+    s->time += b;
+    rec->kind = (uint8_t)kind;
+    rec->has_addr = false;
+    rec->chunk_last = false;
+    rec->tid = r->chunks[s->chunk].tid;
+    rec->chunk = s->chunk;
+    rec->seq = seq;
+    rec->addr = 0;
+    rec->time_ns = s->time << r->info.time_shift;
+    return true;
+}
+
+/* Kept out of line so that decode's set-up stays off decode_block's path. */
+static __attribute__((noinline)) int decode_packed_any(struct mt_reader *r, struct mti_cursor *s,
+                                                       struct mt_record *rec)
 {
     return decode(r, s, rec, true);
+}
+
+static inline int decode_packed(struct mt_reader *r, struct mti_cursor *s, struct mt_record *rec)
+{
+    if (decode_block(r, s, rec))
+        return MTI_OK;
+    return decode_packed_any(r, s, rec);
 }
 
 /* Finds the block of a heap record that has an address, in merged order:
@@ -1117,7 +1183,10 @@ static void settle(struct mt_reader *r, uint32_t ci, bool at_top)
     }
     bool event;
     struct mti_heap_ent k = cursor_key(c, ci, &event);
-    if (event) {
+    /* Taken from the top, c's last key was the smallest, so no other key is
+     * below c->seq: a next event within MTI_PARK_GAP of it cannot be far
+     * ahead of the others, and the common case skips the search. */
+    if (event && (!at_top || k.seq - c->seq > MTI_PARK_GAP)) {
         /* Smallest other key: the heap (minus this cursor) and the next
          * pending chunk. */
         bool have = false;
@@ -1127,10 +1196,9 @@ static void settle(struct mt_reader *r, uint32_t ci, bool at_top)
                 other = r->heap[i].seq;
             have = true;
         }
-        if (r->next_pending < r->norder) {
-            uint64_t ps = r->chunks[r->order[r->next_pending]].seq_base;
-            if (!have || ps < other)
-                other = ps;
+        if (r->pending_seq != UINT64_MAX) {
+            if (!have || r->pending_seq < other)
+                other = r->pending_seq;
             have = true;
         }
         if (have && k.seq > other && k.seq - other > MTI_PARK_GAP) {
@@ -1161,6 +1229,8 @@ static void settle(struct mt_reader *r, uint32_t ci, bool at_top)
 static int activate(struct mt_reader *r)
 {
     uint32_t rank = r->next_pending++;
+    r->pending_seq = r->next_pending < r->norder ? r->chunks[r->order[r->next_pending]].seq_base
+                                                 : UINT64_MAX;
     uint32_t ci;
     if (r->nfree_cur) {
         ci = r->free_cur[--r->nfree_cur];
@@ -1225,13 +1295,12 @@ int mt_reader_next(struct mt_reader *r, struct mt_record *rec)
     }
     for (;;) {
         /* Activate pending chunks that may hold the next record. */
-        if (r->next_pending < r->norder) {
+        if (r->next_pending < r->norder &&
+            (r->heap_len == 0 || r->pending_seq <= r->heap[0].seq)) {
             /* Every record of the chunk sorts after (seq_base, nonevent):
              * its events have seq > seq_base, its non-events at least
              * (seq_base, nonevent), and its rank is above every active one. */
-            struct mti_heap_ent pk = {
-                r->chunks[r->order[r->next_pending]].seq_base, MTI_TIE(1, r->next_pending, 0)
-            };
+            struct mti_heap_ent pk = { r->pending_seq, MTI_TIE(1, r->next_pending, 0) };
             if (r->heap_len == 0 || ent_less(&pk, &r->heap[0])) {
                 int rc = activate(r);
                 if (rc < 0)

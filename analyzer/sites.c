@@ -2,13 +2,11 @@
  * call tree in one pass (see sites.h).
  *
  * The hot path is one call per heap event: mt_sites_alloc finds the site
- * (a one-entry cache, then the site index), stores the block with its size
+ * (a small direct-mapped cache, then the site index), stores the block with its size
  * and site, and updates the site, the totals, the histogram and the
  * timeline; mt_sites_free takes the block out and updates the same. The
- * tables are private inline copies of live-table's scheme (open addressing,
- * linear probing, backward-shift deletion, Fibonacci hashing, grown at 70%
- * load, key 0 kept aside) with 24-byte entries, so a block carries its size
- * and site and a node its parent and address in one probe.
+ * tables are hash-table.h's with 24-byte entries, so a block carries its
+ * size and site and a node its parent and address in one probe.
  *
  * Blocks. A block id is the seq of its allocation, and in merged order the
  * ids of allocations nearly always increase. An allocation with an id above
@@ -53,6 +51,8 @@
 void mt_sites_init(struct mt_sites *s)
 {
     memset(s, 0, sizeof *s);
+    for (unsigned i = 0; i < MT_SITES_CACHE; i++)
+        s->site_cache[i].site = UINT32_MAX;
     mt_live_table_init(&s->threads);
     wt_init(&s->blocks);
     wt_init(&s->site_index);
@@ -279,15 +279,15 @@ int mt_sites_alloc(struct mt_sites *s, uint64_t block, uint64_t size, uint64_t s
                    uint32_t tid, uint64_t time_ns)
 {
     uint32_t si;
-    if (__builtin_expect(s->have_last_site && s->last_stack == stack_id, 1)) {
-        si = s->last_site;
+    typeof(s->site_cache[0]) *c = &s->site_cache[stack_id & (MT_SITES_CACHE - 1)];
+    if (__builtin_expect(c->stack_id == stack_id && c->site != UINT32_MAX, 1)) {
+        si = c->site;
     } else {
         int rc = site_of(s, stack_id, &si);
         if (rc < 0)
             return rc;
-        s->last_site = si;
-        s->last_stack = stack_id;
-        s->have_last_site = true;
+        c->stack_id = stack_id;
+        c->site = si;
     }
     int rc = thread_switch(s, tid);
     if (rc < 0)

@@ -91,6 +91,7 @@ struct mt_site {
  * probe; a block still live when a newer id needs its slot moves to the
  * hash table. Most blocks are freed young. */
 #define MT_SITES_WINDOW (1u << 16)
+#define MT_SITES_CACHE 64
 
 /* Size bucket k: size 0 for k = 0, else [2^(k-1), 2^k - 1]. */
 #define MT_SIZE_BUCKETS 65
@@ -149,9 +150,10 @@ struct mt_sites {
     struct mt_wide_table site_index;
     struct mt_wide_table nodes;
     uint64_t node_count;
-    uint32_t last_site;       /* one-entry cache of the site index */
-    uint64_t last_stack;
-    bool have_last_site;
+    struct {                  /* direct-mapped cache of the site index by */
+        uint64_t stack_id;    /* stack id; site is UINT32_MAX in an */
+        uint32_t site;        /* empty entry */
+    } site_cache[MT_SITES_CACHE];
 };
 
 void mt_sites_init(struct mt_sites *s);
