@@ -235,6 +235,10 @@ static int encode(struct pk_state *st, struct pk_enc *e, const struct mt_record 
         break;
     case MT_REC_MMAP:
     case MT_REC_MUNMAP:
+    case MT_REC_GPU:
+        break;
+    case MT_REC_MARK:
+        with_seq = with_time = kind != MT_MARK_STRING;
         break;
     case MT_REC_RSS:
     case MT_REC_END:
@@ -322,6 +326,44 @@ static int encode(struct pk_state *st, struct pk_enc *e, const struct mt_record 
         break;
     case MT_REC_LOST:
         rc |= put_v(e, MT_STREAM_MISC, rec->lost);
+        break;
+    case MT_REC_MARK:
+        switch (kind) {
+        case MT_MARK_STRING:
+            rc |= put_v(e, MT_STREAM_MISC, rec->value);
+            rc |= put_v(e, MT_STREAM_MISC, rec->str_len);
+            rc |= put_bytes(e, MT_STREAM_MISC, rec->str, rec->str_len);
+            break;
+        case MT_MARK_PHASE_PUSH:
+        case MT_MARK_SCOPE_PUSH:
+        case MT_MARK_STEP:
+            rc |= put_v(e, MT_STREAM_MISC, rec->value);
+            break;
+        case MT_MARK_TAG: /* a GPU tag: the reader resolved host ones */
+            rc |= put_v(e, MT_STREAM_ADDR, rec->addr);
+            rc |= put_v(e, MT_STREAM_MISC, rec->value);
+            rc |= put_v(e, MT_STREAM_MISC, rec->space);
+            break;
+        case MT_MARK_TAG_BLOCK:
+            rc |= put_v(e, MT_STREAM_REF, rec->seq - rec->block);
+            rc |= put_v(e, MT_STREAM_MISC, rec->value);
+            break;
+        }
+        break;
+    case MT_REC_GPU:
+        if (kind != MT_GPU_OOM)
+            rc |= put_v(e, MT_STREAM_ADDR, rec->addr);
+        if (kind != MT_GPU_FREE)
+            rc |= put_v(e, MT_STREAM_SIZE, rec->size);
+        rc |= put_v(e, MT_STREAM_MISC, rec->device);
+        if (kind == MT_GPU_ALLOC)
+            rc |= put_v(e, MT_STREAM_MISC, rec->stream);
+        rc |= put_v(e, MT_STREAM_MISC, rec->api);
+        rc |= put_v(e, MT_STREAM_MISC, rec->space);
+        if (kind == MT_GPU_OOM)
+            rc |= put_v(e, MT_STREAM_MISC, rec->result);
+        if (kind != MT_GPU_FREE)
+            rc |= put_v(e, MT_STREAM_STACK, rec->stack_id);
         break;
     }
     return rc ? -ENOMEM : 0;

@@ -1009,6 +1009,89 @@ decode(struct mt_reader *r, struct mti_cursor *s, struct mt_record *rec, const b
             BAD("unknown LOST kind %u", kind);
         GET(MT_STREAM_MISC, rec->lost);
         goto done;
+    case MT_REC_MARK:
+        if (r->info.version < 2)
+            BAD("MARK record in a version %u trace", r->info.version);
+        rec->has_addr = false;
+        rec->addr = 0;
+        if (kind == MT_MARK_STRING) {
+            GET(MT_STREAM_MISC, rec->value);
+            GET(MT_STREAM_MISC, c);
+            if (rec->value == 0 || rec->value > UINT32_MAX)
+                BAD("string id %" PRIu64, rec->value);
+            if (c > MT_MAX_STRING)
+                BAD("string of %" PRIu64 " bytes", c);
+            NEED(c);
+            rec->str = (const char *)p[S(MT_STREAM_MISC)];
+            rec->str_len = (uint32_t)c;
+            p[S(MT_STREAM_MISC)] += c;
+            goto done;
+        }
+        if (kind > MT_MARK_TAG_BLOCK)
+            BAD("unknown MARK kind %u", kind);
+        if (kind == MT_MARK_TAG_BLOCK && !packed)
+            BAD("TAG_BLOCK record in a RAW chunk");
+        GET(MT_STREAM_SEQ, a);
+        GET(MT_STREAM_TIME, b);
+        seq += a;
+        time += b;
+        rec->value = 0;
+        switch (kind) {
+        case MT_MARK_PHASE_PUSH:
+        case MT_MARK_SCOPE_PUSH:
+        case MT_MARK_STEP:
+            GET(MT_STREAM_MISC, rec->value);
+            break;
+        case MT_MARK_TAG:
+            GET(MT_STREAM_ADDR, rec->addr);
+            GET(MT_STREAM_MISC, rec->value);
+            GET(MT_STREAM_MISC, c);
+            if (c > MT_TAG_GPU)
+                BAD("unknown TAG space %" PRIu64, c);
+            rec->space = (uint32_t)c;
+            rec->has_addr = true;
+            break;
+        case MT_MARK_TAG_BLOCK:
+            GET(MT_STREAM_REF, c);
+            GET(MT_STREAM_MISC, rec->value);
+            rec->block = seq - c;
+            rec->space = MT_TAG_HOST;
+            break;
+        }
+        goto timed;
+    case MT_REC_GPU:
+        if (r->info.version < 2)
+            BAD("GPU record in a version %u trace", r->info.version);
+        if (kind > MT_GPU_OOM)
+            BAD("unknown GPU kind %u", kind);
+        GET(MT_STREAM_SEQ, a);
+        GET(MT_STREAM_TIME, b);
+        seq += a;
+        time += b;
+        rec->has_addr = kind != MT_GPU_OOM;
+        rec->addr = rec->size = rec->stream = rec->result = 0;
+        rec->stack_id = 0;
+        if (kind != MT_GPU_OOM)
+            GET(MT_STREAM_ADDR, rec->addr);
+        if (kind != MT_GPU_FREE)
+            GET(MT_STREAM_SIZE, rec->size);
+        GET(MT_STREAM_MISC, a);
+        if (a > UINT32_MAX)
+            BAD("GPU device %" PRIu64 " out of range", a);
+        rec->device = (uint32_t)a;
+        if (kind == MT_GPU_ALLOC)
+            GET(MT_STREAM_MISC, rec->stream);
+        GET(MT_STREAM_MISC, a);
+        GET(MT_STREAM_MISC, b);
+        if (a >= MT_GPU_API_COUNT || b >= MT_GPU_SPACE_COUNT)
+            BAD("GPU api %" PRIu64 " or space %" PRIu64 " unknown", a, b);
+        rec->api = (uint32_t)a;
+        rec->space = (uint32_t)b;
+        if (kind == MT_GPU_OOM)
+            GET(MT_STREAM_MISC, rec->result);
+        if (kind != MT_GPU_FREE)
+            GET(MT_STREAM_STACK, rec->stack_id);
+        goto timed;
     default:
         if (tag == 0)
             BAD("zero record tag");
@@ -1159,7 +1242,8 @@ static struct mti_heap_ent cursor_key(const struct mti_cursor *c, uint32_t ci, b
     const uint8_t *p = c->packed ? c->p[sc] : c->p[0] + 1;
     uint64_t d;
     if (((type >= MT_REC_ALLOC && type <= MT_REC_MUNMAP) || type == MT_REC_BLOCK_ALLOC ||
-         type == MT_REC_BLOCK_FREE) &&
+         type == MT_REC_BLOCK_FREE || type == MT_REC_GPU ||
+         (type == MT_REC_MARK && (*c->p[0] & 15) != MT_MARK_STRING)) &&
         get_uv(&p, c->end[sc], &d) == MTI_OK) {
         *event = true;
         return (struct mti_heap_ent){ c->seq + d, MTI_TIE(0, c->rank, ci) };
@@ -1323,6 +1407,14 @@ int mt_reader_next(struct mt_reader *r, struct mt_record *rec)
             settle(r, ci, true);
             if (rec->type <= MT_REC_FREE && rec->has_addr && normalize(r, rec) < 0)
                 return reader_fail(r, -ENOMEM, "out of memory");
+            if (__builtin_expect(rec->type == MT_REC_MARK, 0) && rec->kind == MT_MARK_TAG &&
+                rec->space == MT_TAG_HOST) {
+                /* A host TAG names the live block that starts at addr. */
+                struct mt_live_entry *e = mt_live_table_find(&r->blocks, rec->addr);
+                rec->kind = MT_MARK_TAG_BLOCK;
+                rec->block = e ? e->value : 0;
+                rec->has_addr = false;
+            }
             return 1;
         }
         const struct mti_chunk *ch = &r->chunks[c->chunk];

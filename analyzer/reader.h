@@ -148,6 +148,21 @@ struct mt_record {
     uint64_t status;
     /* LOST */
     uint64_t lost;
+    /* MARK: value is the name id (PHASE_PUSH), path id (SCOPE_PUSH), step
+     * (STEP), category id (TAG, TAG_BLOCK) or string id (STRING). A host
+     * TAG comes out as TAG_BLOCK with block set (0: no live block starts at
+     * its addr); a GPU TAG keeps addr and space. STRING: str, str_len. */
+    uint64_t value;
+    const char *str;    /* not NUL-terminated */
+    uint32_t str_len;
+    /* GPU (and TAG): space (enum mt_gpu_space; TAG: enum mt_tag_space);
+     * GPU: addr, size (ALLOC OOM), stack_id (ALLOC OOM), device, stream
+     * (ALLOC), api, result (OOM) */
+    uint32_t space;
+    uint32_t device;
+    uint32_t api;
+    uint64_t stream;
+    uint64_t result;
 };
 
 /* Opens path. 0 and *out, or a negative errno-style code and err:

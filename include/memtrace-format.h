@@ -59,7 +59,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MT_FORMAT_VERSION 1u
+#define MT_FORMAT_VERSION 2u
+#define MT_FORMAT_VERSION_MIN 1u /* oldest version readers still accept:
+                                    version 2 only added MARK and GPU */
 
 /* ---- file header ----------------------------------------------------- */
 
@@ -165,6 +167,46 @@ struct mt_chunk_hdr {
  *         mt_end_kind), status (exit code) [MISC].
  * LOST    count of events not recorded (recorder stopped: disk full, ...)
  *         [MISC].
+ * MARK    (version 2) what the program says about itself through
+ *         include/memtrace.h, or memtrace's PyTorch integration says for
+ *         it. All kinds but STRING are events: they take a seq, so they
+ *         sort among every thread's allocations, and phases and scopes are
+ *         process-wide (an allocation by an autograd or OpenMP worker is
+ *         in the phase the main thread set). Kinds (enum mt_mark_kind):
+ *   STRING      (not an event) string id, length + bytes [MISC]: a name
+ *               the other kinds use by id, defined once per trace, before
+ *               or after its first use in merged order (like stack nodes).
+ *               Id 0 is the empty string and is never defined.
+ *   PHASE_PUSH  seq delta [SEQ], time delta [TIME], name id [MISC]: enter
+ *               a phase; phases nest, the innermost is the current one.
+ *   PHASE_POP   seq delta [SEQ], time delta [TIME]: leave the innermost.
+ *   STEP        seq delta [SEQ], time delta [TIME], step number [MISC]:
+ *               a training step begins.
+ *   SCOPE_PUSH  seq delta [SEQ], time delta [TIME], path id [MISC]: enter
+ *               a module (a dotted path such as blocks.3.fc1).
+ *   SCOPE_POP   seq delta [SEQ], time delta [TIME]: leave the innermost.
+ *   TAG         seq delta [SEQ], time delta [TIME], addr [ADDR], category
+ *               id [MISC], space [MISC] (enum mt_tag_space): the
+ *               allocation that starts at addr, live now, belongs to the
+ *               category for its whole life (a later TAG overrides).
+ *   TAG_BLOCK   (packed chunks only) seq delta [SEQ], time delta [TIME],
+ *               this record's seq minus the seq of the heap allocation it
+ *               tags [REF], category id [MISC]: a host TAG whose address
+ *               `memtrace pack` resolved to its block.
+ * GPU     (version 2) device memory, from the CUDA driver and runtime
+ *         (preload/cuda.c), and per-tensor events of a framework's own
+ *         allocator. Events. Kinds (enum mt_gpu_kind):
+ *   ALLOC  seq delta [SEQ], time delta [TIME], addr [ADDR], size [SIZE],
+ *          device [MISC], stream [MISC] (0: none), api [MISC] (enum
+ *          mt_gpu_api: the function called), space [MISC] (enum
+ *          mt_gpu_space), stack id [STACK].
+ *   FREE   seq delta [SEQ], time delta [TIME], addr [ADDR], device [MISC],
+ *          api [MISC], space [MISC]: releases the ALLOC of that space,
+ *          device and address.
+ *   OOM    seq delta [SEQ], time delta [TIME], size [SIZE], device [MISC],
+ *          api [MISC], space [MISC], result [MISC] (the CUresult or
+ *          cudaError_t), stack id [STACK]: an allocation that failed.
+ *         GPU addresses are kept by `memtrace pack`, as mappings' are.
  *
  * Packed chunks. The decompressed payload of a ZSTD chunk is not one run of
  * records but MT_STREAM_COUNT streams, in the order of enum mt_stream, each
@@ -194,6 +236,8 @@ enum mt_rec_type {
     MT_REC_LOST = 10,
     MT_REC_BLOCK_ALLOC = 11, /* packed chunks only */
     MT_REC_BLOCK_FREE = 12,  /* packed chunks only */
+    MT_REC_MARK = 13,        /* version 2 */
+    MT_REC_GPU = 14,         /* version 2 */
 };
 
 /* Stream classes of packed chunks, in payload order. */
@@ -243,6 +287,74 @@ enum mt_map_kind {
 enum mt_module_kind { MT_MODULE_LOAD = 0, MT_MODULE_UNLOAD = 1 };
 enum mt_rss_kind { MT_RSS_SAMPLE = 0, MT_RSS_HWM = 1 };
 
+enum mt_mark_kind {
+    MT_MARK_STRING = 0,
+    MT_MARK_PHASE_PUSH = 1,
+    MT_MARK_PHASE_POP = 2,
+    MT_MARK_STEP = 3,
+    MT_MARK_SCOPE_PUSH = 4,
+    MT_MARK_SCOPE_POP = 5,
+    MT_MARK_TAG = 6,
+    MT_MARK_TAG_BLOCK = 7, /* packed chunks only */
+};
+
+/* Where a TAG's address lives. */
+enum mt_tag_space {
+    MT_TAG_HOST = 0, /* a heap block (malloc family) */
+    MT_TAG_GPU = 1,  /* a GPU ALLOC of space DEVICE or TENSOR */
+};
+
+enum mt_gpu_kind { MT_GPU_ALLOC = 0, MT_GPU_FREE = 1, MT_GPU_OOM = 2 };
+
+/* What a GPU ALLOC's bytes are. DEVICE is device memory the driver handed
+ * out (what PyTorch calls reserved); TENSOR is one tensor inside it, from
+ * the framework's allocator (allocated); the others are kept apart. */
+enum mt_gpu_space {
+    MT_GPU_SPACE_DEVICE = 0,     /* cuMemAlloc*, cuMemAllocAsync, pools */
+    MT_GPU_SPACE_HOST = 1,       /* pinned host memory: cuMemHostAlloc, cuMemAllocHost */
+    MT_GPU_SPACE_MANAGED = 2,    /* cuMemAllocManaged */
+    MT_GPU_SPACE_REGISTERED = 3, /* cuMemHostRegister: existing host memory pinned */
+    MT_GPU_SPACE_VA = 4,         /* cuMemAddressReserve: addresses, no memory */
+    MT_GPU_SPACE_PHYSICAL = 5,   /* cuMemCreate: memory, addr is the handle */
+    MT_GPU_SPACE_MAPPED = 6,     /* cuMemMap: a VA range backed by PHYSICAL */
+    MT_GPU_SPACE_TENSOR = 7,     /* a framework's per-tensor allocation */
+    MT_GPU_SPACE_COUNT
+};
+
+/* The function behind a GPU record (driver unless named cuda*). */
+enum mt_gpu_api {
+    MT_GPU_API_OTHER = 0,
+    MT_GPU_API_MEM_ALLOC = 1,        /* cuMemAlloc_v2 */
+    MT_GPU_API_MEM_ALLOC_PITCH = 2,  /* cuMemAllocPitch_v2 */
+    MT_GPU_API_MEM_FREE = 3,         /* cuMemFree_v2 */
+    MT_GPU_API_MEM_ALLOC_MANAGED = 4,
+    MT_GPU_API_MEM_HOST_ALLOC = 5,
+    MT_GPU_API_MEM_ALLOC_HOST = 6,   /* cuMemAllocHost_v2 */
+    MT_GPU_API_MEM_FREE_HOST = 7,
+    MT_GPU_API_MEM_HOST_REGISTER = 8,
+    MT_GPU_API_MEM_HOST_UNREGISTER = 9,
+    MT_GPU_API_MEM_ADDRESS_RESERVE = 10,
+    MT_GPU_API_MEM_ADDRESS_FREE = 11,
+    MT_GPU_API_MEM_CREATE = 12,
+    MT_GPU_API_MEM_RELEASE = 13,
+    MT_GPU_API_MEM_MAP = 14,
+    MT_GPU_API_MEM_UNMAP = 15,
+    MT_GPU_API_MEM_ALLOC_ASYNC = 16,
+    MT_GPU_API_MEM_FREE_ASYNC = 17,
+    MT_GPU_API_MEM_ALLOC_FROM_POOL_ASYNC = 18,
+    MT_GPU_API_CUDA_MALLOC = 19,     /* runtime API */
+    MT_GPU_API_CUDA_FREE = 20,
+    MT_GPU_API_CUDA_MALLOC_ASYNC = 21,
+    MT_GPU_API_CUDA_FREE_ASYNC = 22,
+    MT_GPU_API_CUDA_MALLOC_MANAGED = 23,
+    MT_GPU_API_CUDA_MALLOC_HOST = 24,
+    MT_GPU_API_CUDA_HOST_ALLOC = 25,
+    MT_GPU_API_CUDA_FREE_HOST = 26,
+    MT_GPU_API_CUDA_MALLOC_PITCH = 27,
+    MT_GPU_API_TORCH = 28,           /* PyTorch's caching allocator (TENSOR) */
+    MT_GPU_API_COUNT
+};
+
 enum mt_end_kind {
     MT_END_EXIT = 0,  /* exit() or return from main: destructors ran */
     MT_END_UNDERSCORE_EXIT = 1, /* _exit/_Exit called */
@@ -254,8 +366,10 @@ enum mt_end_kind {
 #define MT_MAX_SEGMENTS 16u
 #define MT_MAX_ARGV 65536u
 
-/* Longest encoding of any event record (ALLOC, FREE, MMAP, MUNMAP). */
-#define MT_MAX_EVENT_RECORD (1 + 7 * 10)
+/* Longest encoding of any event record (ALLOC, FREE, MMAP, MUNMAP, MARK
+ * events, GPU). */
+#define MT_MAX_EVENT_RECORD (1 + 9 * 10)
+#define MT_MAX_STRING 4096u /* longest MARK STRING */
 
 static inline uint8_t mt_tag(unsigned type, unsigned kind)
 {

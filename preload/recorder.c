@@ -12,6 +12,7 @@
  *   cannot be written, recording stops for good and one line says why.
  */
 #include "recorder.h"
+#include "api.h"
 #include "clock.h"
 #include "loader-lock.h"
 #include "log.h"
@@ -586,6 +587,101 @@ void mti_emit_munmap(unsigned kind, uint64_t seq, uint64_t time, uintptr_t addr,
     commit(th, p);
 }
 
+void mti_emit_mark(unsigned kind, uint64_t seq, uint64_t time, uint64_t value)
+{
+    struct mti_thread *th = &mti_self;
+    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    if (!p)
+        return;
+    *p++ = mt_tag(MT_REC_MARK, kind);
+    p = put_seq_time(th, p, seq, time);
+    if (kind == MT_MARK_PHASE_PUSH || kind == MT_MARK_SCOPE_PUSH || kind == MT_MARK_STEP)
+        p = mt_put_varint(p, value);
+    commit(th, p);
+}
+
+void mti_emit_string(uint32_t id, const char *str, size_t len)
+{
+    struct mti_thread *th = &mti_self;
+    if (len > MT_MAX_STRING)
+        len = MT_MAX_STRING;
+    uint8_t *p = reserve(th, 1 + 2 * 10 + len);
+    if (!p)
+        return;
+    *p++ = mt_tag(MT_REC_MARK, MT_MARK_STRING);
+    p = mt_put_varint(p, id);
+    p = mt_put_varint(p, len);
+    memcpy(p, str, len);
+    commit(th, p + len);
+}
+
+void mti_emit_tag(uint64_t seq, uint64_t time, uintptr_t addr, uint32_t category, unsigned space)
+{
+    struct mti_thread *th = &mti_self;
+    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    if (!p)
+        return;
+    *p++ = mt_tag(MT_REC_MARK, MT_MARK_TAG);
+    p = put_seq_time(th, p, seq, time);
+    p = mt_put_varint(p, addr);
+    p = mt_put_varint(p, category);
+    p = mt_put_varint(p, space);
+    commit(th, p);
+}
+
+void mti_emit_gpu_alloc(uint64_t seq, uint64_t time, uint64_t addr, uint64_t size, uint32_t device,
+                        uint64_t stream, unsigned api, unsigned space, uint32_t stack)
+{
+    struct mti_thread *th = &mti_self;
+    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    if (!p)
+        return;
+    *p++ = mt_tag(MT_REC_GPU, MT_GPU_ALLOC);
+    p = put_seq_time(th, p, seq, time);
+    p = mt_put_varint(p, addr);
+    p = mt_put_varint(p, size);
+    p = mt_put_varint(p, device);
+    p = mt_put_varint(p, stream);
+    p = mt_put_varint(p, api);
+    p = mt_put_varint(p, space);
+    p = mt_put_varint(p, stack);
+    commit(th, p);
+}
+
+void mti_emit_gpu_free(uint64_t seq, uint64_t time, uint64_t addr, uint32_t device, unsigned api,
+                       unsigned space)
+{
+    struct mti_thread *th = &mti_self;
+    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    if (!p)
+        return;
+    *p++ = mt_tag(MT_REC_GPU, MT_GPU_FREE);
+    p = put_seq_time(th, p, seq, time);
+    p = mt_put_varint(p, addr);
+    p = mt_put_varint(p, device);
+    p = mt_put_varint(p, api);
+    p = mt_put_varint(p, space);
+    commit(th, p);
+}
+
+void mti_emit_gpu_oom(uint64_t seq, uint64_t time, uint64_t size, uint32_t device, unsigned api,
+                      unsigned space, uint64_t result, uint32_t stack)
+{
+    struct mti_thread *th = &mti_self;
+    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    if (!p)
+        return;
+    *p++ = mt_tag(MT_REC_GPU, MT_GPU_OOM);
+    p = put_seq_time(th, p, seq, time);
+    p = mt_put_varint(p, size);
+    p = mt_put_varint(p, device);
+    p = mt_put_varint(p, api);
+    p = mt_put_varint(p, space);
+    p = mt_put_varint(p, result);
+    p = mt_put_varint(p, stack);
+    commit(th, p);
+}
+
 void mti_emit_stack(uint32_t id, uint32_t parent, uintptr_t ip)
 {
     struct mti_thread *th = &mti_self;
@@ -798,6 +894,7 @@ void mti_recorder_after_fork(void)
     atomic_fetch_add(&gen, 1);
     mti_stack_table_reset();
     mti_modules_reset();
+    mti_api_after_fork();
     if (!mti_opt.follow || file_failed || !base_path[0]) {
         atomic_store(&mti_state, MTI_OFF);
         return;

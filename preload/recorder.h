@@ -79,6 +79,19 @@ void mti_emit_module_load(uintptr_t bias, unsigned nseg, const uintptr_t (*seg)[
                           unsigned build_id_len, const char *path);
 void mti_emit_module_unload(uintptr_t bias);
 
+/* MARK records (see the format header). value: the name or path id of
+ * PHASE_PUSH and SCOPE_PUSH, the step of STEP, unused for the POP kinds. */
+void mti_emit_mark(unsigned kind, uint64_t seq, uint64_t time, uint64_t value);
+void mti_emit_string(uint32_t id, const char *s, size_t len);
+void mti_emit_tag(uint64_t seq, uint64_t time, uintptr_t addr, uint32_t category, unsigned space);
+/* GPU records. */
+void mti_emit_gpu_alloc(uint64_t seq, uint64_t time, uint64_t addr, uint64_t size, uint32_t device,
+                        uint64_t stream, unsigned api, unsigned space, uint32_t stack);
+void mti_emit_gpu_free(uint64_t seq, uint64_t time, uint64_t addr, uint32_t device, unsigned api,
+                       unsigned space);
+void mti_emit_gpu_oom(uint64_t seq, uint64_t time, uint64_t size, uint32_t device, unsigned api,
+                      unsigned space, uint64_t result, uint32_t stack);
+
 /* Writes the END record (how the process ended) and the RSS high-water mark. */
 void mti_recorder_finish(unsigned end_kind, int status);
 

@@ -500,7 +500,7 @@ Test(report_cmd, text_and_exit_codes)
     r = run_cmd(mt_report_main, t.dir, 3, a6);
     cr_assert_eq(r.status, 1);
     cr_assert_str_empty(r.out);
-    cr_assert(strstr(r.err, "format version 7 is newer than this memtrace reads (1)"), "%s", r.err);
+    cr_assert(strstr(r.err, "format version 7 is newer than this memtrace reads (2)"), "%s", r.err);
     run_free(&r);
 
     /* corrupted: a CRC mismatch in a packed copy */
