@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "diff.h"
+#include "dump.h"
+#include "memtrace-format.h"
 #include "pack.h"
 #include "report.h"
 #include "run.h"
@@ -22,6 +24,7 @@ static const struct {
     { "report", mt_report_main, "summarize one or more traces (text or --json)" },
     { "diff", mt_diff_main, "compare two traces: host numbers and the sites that grew or shrank" },
     { "pack", mt_pack_main, "compress traces written under plain LD_PRELOAD or with --no-pack" },
+    { "dump", mt_dump_main, "print every record of a trace, one line each" },
 };
 
 static void usage(FILE *f)
@@ -44,7 +47,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("memtrace %s (trace format 1)\n", MT_VERSION);
+        printf("memtrace %s (trace format %u)\n", MT_VERSION, MT_FORMAT_VERSION);
         return 0;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
