@@ -81,6 +81,8 @@ void mt_report_destroy(struct mt_report *rep)
     free(rep->timeline);
     rep->timeline = NULL;
     rep->ntimeline = 0;
+    mt_phases_destroy(&rep->phases);
+    rep->has_phases = false;
 }
 
 /* ---- picking and resolving sites ----------------------------------------------- */
@@ -456,6 +458,10 @@ int mt_report_compute_opts(const char *path, const struct mt_report_opts *opts,
         case MT_REC_LOST:
             rep.lost += rec.lost;
             break;
+        case MT_REC_MARK:
+            if (rec.kind != MT_MARK_STRING)
+                rep.marks++;
+            break;
         default:
             break;
         }
@@ -507,6 +513,11 @@ int mt_report_compute_opts(const char *path, const struct mt_report_opts *opts,
     }
     if ((rc = build_lists(&rep, &sites, sym, opts->top)) < 0)
         goto nomem;
+    if (rep.marks) {
+        if ((rc = mt_phases_compute(path, &rep.phases, err)) < 0)
+            goto out;
+        rep.has_phases = true;
+    }
     if (sym) {
         rep.symbolized = true;
         mt_symbolizer_stats(sym, &rep.sym_frames, rep.sym_unresolved);
@@ -841,6 +852,7 @@ cJSON *mt_report_to_json(const struct mt_report *rep)
     cJSON *ho = ok ? cJSON_AddObjectToObject(o, "host") : NULL;
     ok = ho && mt_report_add_host_json(ho, h, true);
     ok = ok && add_sites_json(o, rep);
+    ok = ok && mt_phases_add_json(o, rep->has_phases ? &rep->phases : NULL, SIZE_MAX);
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -1178,6 +1190,8 @@ static void print_text(FILE *f, const struct mt_report *rep, unsigned top, unsig
     fprintf(f, ", %s\n", a);
     if (top && rep->temp_count)
         print_list(f, rep, MT_LIST_TEMPORARIES, frames);
+    if (rep->has_phases)
+        mt_phases_print(f, &rep->phases, top ? top : MT_REPORT_DEFAULT_TOP);
     print_histogram(f, rep);
     print_timeline(f, rep);
     print_symbols(f, rep);

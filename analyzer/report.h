@@ -40,6 +40,7 @@
 #include <cjson/cJSON.h>
 
 #include "mt-error.h"
+#include "phases.h"
 #include "sites.h"
 
 struct mt_report_host {
@@ -149,6 +150,10 @@ struct mt_report {
     bool symbolized;
     uint64_t sym_frames;
     uint64_t sym_unresolved[5];
+    /* markers (phases.h): computed when the trace has any */
+    uint64_t marks;          /* MARK events */
+    bool has_phases;
+    struct mt_phases phases;
 };
 
 #define MT_REPORT_DEFAULT_TOP 10u
@@ -187,6 +192,11 @@ cJSON *mt_report_combined_json(const struct mt_report *reps, size_t n);
  * std::allocator_traits' allocate): such frames are left out at the
  * innermost end of a site's stack. */
 bool mt_report_allocator_frame(const char *function);
+
+/* phases-report.c: phases.h's numbers in a report's JSON object (p NULL:
+ * the same keys, empty) and as text. */
+bool mt_phases_add_json(cJSON *o, const struct mt_phases *p, size_t top_modules);
+void mt_phases_print(FILE *f, const struct mt_phases *p, unsigned top);
 
 /* Shared with the other commands that print reports (diff). */
 cJSON *mt_json_add_u64(cJSON *o, const char *key, uint64_t v);       /* exact integer */
