@@ -53,62 +53,6 @@ static char *patterns_exe(void)
 }
 
 
-/* Starts argv with stdout and stderr going to tu_tmpdir/stdout and
- * tu_tmpdir/stderr, in directory cwd (NULL: unchanged), in a process group of
- * its own, without MEMTRACE_* settings inherited from the caller. */
-static pid_t spawn(char *const argv[], const char *cwd)
-{
-    char out[PATH_MAX + 16], err[PATH_MAX + 16];
-    snprintf(out, sizeof(out), "%s/stdout", tu_tmpdir);
-    snprintf(err, sizeof(err), "%s/stderr", tu_tmpdir);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        setpgid(0, 0);
-        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-            _exit(120);
-        if (cwd && chdir(cwd))
-            _exit(121);
-        const char *clear[] = { "MEMTRACE_LIB", "MEMTRACE_OUTPUT", "MEMTRACE_SESSION", "MEMTRACE_FOLLOW",
-                                "MEMTRACE_ENABLE", "MEMTRACE_VERBOSE", "LD_PRELOAD" };
-        for (size_t i = 0; i < sizeof(clear) / sizeof(clear[0]); i++)
-            unsetenv(clear[i]);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execv(argv[0], argv);
-        _exit(122);
-    }
-    return pid;
-}
-
-static int wait_for(pid_t pid)
-{
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        cr_assert_eq(errno, EINTR, "waitpid: %s", strerror(errno));
-    return status;
-}
-
-/* Runs argv to the end; *pid_out (if not NULL) gets the pid it ran as. */
-static int run_in(char *const argv[], const char *cwd, pid_t *pid_out)
-{
-    pid_t pid = spawn(argv, cwd);
-    if (pid_out)
-        *pid_out = pid;
-    return wait_for(pid);
-}
-
-static int run(char *const argv[])
-{
-    return run_in(argv, NULL, NULL);
-}
-
-
 static bool one_line(const char *s)
 {
     size_t n = strlen(s);
@@ -193,7 +137,7 @@ static void expect_ten_live(const char *path)
 Test(run, exit_code_and_output_pass_through)
 {
     char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "end-exit", NULL };
-    tu_expect_exit(run(argv), 5);
+    tu_expect_exit(tu_run(argv), 5);
     cr_expect_str_eq(tu_slurp("stdout"), "before end\n");
     expect_written(tu_in_tmp("T.bin"));
     cr_expect(is_packed(tu_in_tmp("T.bin")));
@@ -208,7 +152,7 @@ Test(run, exit_code_and_output_pass_through)
 Test(run, quiet_prints_nothing_of_its_own)
 {
     char *argv[] = { memtrace_exe(), "run", "-q", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "end-exit", NULL };
-    tu_expect_exit(run(argv), 5);
+    tu_expect_exit(tu_run(argv), 5);
     cr_expect_str_eq(tu_slurp("stdout"), "before end\n");
     cr_expect_str_eq(tu_slurp("stderr"), "");
     cr_expect(is_packed(tu_in_tmp("T.bin")));
@@ -217,7 +161,7 @@ Test(run, quiet_prints_nothing_of_its_own)
 static void expect_dies_by(const char *scenario, int sig)
 {
     char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), (char *)scenario, NULL };
-    expect_signal(run(argv), sig);
+    expect_signal(tu_run(argv), sig);
     cr_expect_str_eq(tu_slurp("stdout"), "before end\n");
     expect_written(tu_in_tmp("T.bin"));
     cr_assert(exists(tu_in_tmp("T.bin")), "%s: no trace", scenario);
@@ -263,10 +207,10 @@ static void wait_for_before_end(pid_t pid)
 Test(run, sigterm_to_memtrace_is_forwarded)
 {
     char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "end-pause", NULL };
-    pid_t pid = spawn(argv, NULL);
+    pid_t pid = tu_spawn(argv, NULL);
     wait_for_before_end(pid);
     cr_assert_eq(kill(pid, SIGTERM), 0);
-    expect_signal(wait_for(pid), SIGTERM);
+    expect_signal(tu_wait(pid), SIGTERM);
     expect_written(tu_in_tmp("T.bin"));
     cr_expect(is_packed(tu_in_tmp("T.bin")));
     expect_ten_live(tu_in_tmp("T.bin"));
@@ -275,11 +219,11 @@ Test(run, sigterm_to_memtrace_is_forwarded)
 Test(run, sigint_to_the_group_ends_the_command_then_memtrace)
 {
     char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "end-pause", NULL };
-    pid_t pid = spawn(argv, NULL);
+    pid_t pid = tu_spawn(argv, NULL);
     wait_for_before_end(pid);
     /* As a terminal's ^C: the whole process group. */
     cr_assert_eq(kill(-pid, SIGINT), 0);
-    expect_signal(wait_for(pid), SIGINT);
+    expect_signal(tu_wait(pid), SIGINT);
     expect_written(tu_in_tmp("T.bin"));
     cr_expect(is_packed(tu_in_tmp("T.bin")));
     expect_ten_live(tu_in_tmp("T.bin"));
@@ -291,7 +235,7 @@ Test(run, default_output_is_named_after_the_command_pid)
 {
     char *argv[] = { memtrace_exe(), "run", "--", patterns_exe(), "end-exit", NULL };
     pid_t memtrace_pid;
-    tu_expect_exit(run_in(argv, tu_tmpdir, &memtrace_pid), 5);
+    tu_expect_exit(tu_run_in(argv, tu_tmpdir, &memtrace_pid), 5);
     char path[PATH_MAX];
     cr_assert_eq(count_files("memtrace.*.bin", path), 1, "not exactly one memtrace.*.bin");
     unsigned pid = 0;
@@ -310,7 +254,7 @@ Test(run, default_output_is_named_after_the_command_pid)
 Test(run, children_write_their_own_packed_files)
 {
     char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "forks", NULL };
-    tu_expect_exit(run(argv), 0);
+    tu_expect_exit(tu_run(argv), 0);
     char child[PATH_MAX];
     cr_assert_eq(count_files("T.*.bin", child), 1, "not exactly one child trace");
     cr_expect(is_packed(tu_in_tmp("T.bin")), "T.bin not packed");
@@ -332,7 +276,7 @@ Test(run, no_follow_traces_only_the_command)
 {
     char *argv[] = { memtrace_exe(), "run", "--no-follow", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "forks",
                      NULL };
-    tu_expect_exit(run(argv), 0);
+    tu_expect_exit(tu_run(argv), 0);
     cr_expect_eq(count_files("T.*.bin", NULL), 0, "a child trace was written");
     cr_expect(is_packed(tu_in_tmp("T.bin")));
     cr_expect_eq(tu_sized_events(tu_in_tmp("T.bin"), 3 * U + 17).allocs, 2);
@@ -344,7 +288,7 @@ Test(run, no_follow_traces_only_the_command)
 Test(run, exec_image_trace_is_packed_too)
 {
     char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "execs", NULL };
-    tu_expect_exit(run(argv), 0);
+    tu_expect_exit(tu_run(argv), 0);
     char image[PATH_MAX];
     cr_assert_eq(count_files("T.*.bin", image), 1, "not exactly one trace beside T.bin");
     cr_expect(is_packed(tu_in_tmp("T.bin")));
@@ -355,7 +299,7 @@ Test(run, no_pack_leaves_a_raw_trace_that_reports)
 {
     char *argv[] = { memtrace_exe(), "run", "--no-pack", "-o", tu_in_tmp("T.bin"), "--", patterns_exe(), "end-exit",
                      NULL };
-    tu_expect_exit(run(argv), 5);
+    tu_expect_exit(tu_run(argv), 5);
     expect_written(tu_in_tmp("T.bin"));
     cr_expect_not(is_packed(tu_in_tmp("T.bin")), "packed despite --no-pack");
     expect_ten_live(tu_in_tmp("T.bin"));
@@ -372,7 +316,7 @@ Test(run, no_pack_leaves_a_raw_trace_that_reports)
 Test(run, no_command_is_a_usage_error)
 {
     char *argv[] = { memtrace_exe(), "run", NULL };
-    tu_expect_exit(run(argv), 2);
+    tu_expect_exit(tu_run(argv), 2);
     const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
     cr_expect_str_eq(tu_slurp("stdout"), "");
@@ -381,14 +325,14 @@ Test(run, no_command_is_a_usage_error)
 Test(run, missing_command_exits_127_and_leaves_no_trace)
 {
     char *argv[] = { memtrace_exe(), "run", "--", "/nonexistent", NULL };
-    tu_expect_exit(run_in(argv, tu_tmpdir, NULL), 127);
+    tu_expect_exit(tu_run_in(argv, tu_tmpdir, NULL), 127);
     const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
     cr_expect(strstr(err, "/nonexistent") != NULL, "stderr does not name the command: '%s'", err);
     cr_expect_eq(count_files("*.bin", NULL), 0, "a trace was left");
 
     char *argv_o[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", "/nonexistent", NULL };
-    tu_expect_exit(run(argv_o), 127);
+    tu_expect_exit(tu_run(argv_o), 127);
     err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
     cr_expect(strstr(err, "/nonexistent") != NULL, "stderr does not name the command: '%s'", err);
@@ -403,7 +347,7 @@ Test(run, command_not_executable_exits_126)
     fclose(f);
     chmod(tu_in_tmp("script"), 0644);
     char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", tu_in_tmp("script"), NULL };
-    tu_expect_exit(run(argv), 126);
+    tu_expect_exit(tu_run(argv), 126);
     const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
     cr_expect_not(exists(tu_in_tmp("T.bin")), "-o file left behind");
@@ -412,7 +356,7 @@ Test(run, command_not_executable_exits_126)
 Test(run, unwritable_output_is_refused_before_running)
 {
     char *argv[] = { memtrace_exe(), "run", "-o", "/nonexistent-dir/x.bin", "--", patterns_exe(), "end-exit", NULL };
-    tu_expect_exit(run(argv), 1);
+    tu_expect_exit(tu_run(argv), 1);
     const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
     cr_expect(strstr(err, "/nonexistent-dir/x.bin") != NULL, "stderr: '%s'", err);
@@ -422,7 +366,7 @@ Test(run, unwritable_output_is_refused_before_running)
 Test(run, unknown_option_is_a_usage_error)
 {
     char *argv[] = { memtrace_exe(), "run", "--no-such-option", "--", patterns_exe(), "end-exit", NULL };
-    tu_expect_exit(run(argv), 2);
+    tu_expect_exit(tu_run(argv), 2);
     cr_expect_str_eq(tu_slurp("stdout"), "", "the command ran");
     cr_expect_str_neq(tu_slurp("stderr"), "");
 }
@@ -432,13 +376,13 @@ Test(run, unknown_option_is_a_usage_error)
 static void expect_report_error(const char *path)
 {
     char *argv[] = { memtrace_exe(), "report", (char *)path, NULL };
-    tu_expect_exit(run(argv), 1);
+    tu_expect_exit(tu_run(argv), 1);
     const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "%s: stderr: '%s'", path, err);
     cr_expect_str_eq(tu_slurp("stdout"), "", "%s: something on stdout", path);
 
     char *argv_json[] = { memtrace_exe(), "report", "--json", (char *)path, NULL };
-    tu_expect_exit(run(argv_json), 1);
+    tu_expect_exit(tu_run(argv_json), 1);
     err = tu_slurp("stderr");
     cr_expect(one_line(err), "%s (--json): stderr: '%s'", path, err);
     cr_expect_str_eq(tu_slurp("stdout"), "", "%s (--json): something on stdout", path);
@@ -466,13 +410,13 @@ Test(run, report_of_a_non_trace_fails)
 Test(run, report_without_a_file_is_a_usage_error)
 {
     char *argv[] = { memtrace_exe(), "report", NULL };
-    tu_expect_exit(run(argv), 2);
+    tu_expect_exit(tu_run(argv), 2);
     cr_expect_str_eq(tu_slurp("stdout"), "");
 }
 
 static void expect_help(char *const argv[], const char *usage)
 {
-    tu_expect_exit(run(argv), 0);
+    tu_expect_exit(tu_run(argv), 0);
     const char *out = tu_slurp("stdout");
     cr_expect(starts_with(out, usage), "%s %s: stdout '%.80s...'", argv[1], argv[2] ? argv[2] : "", out);
     cr_expect_str_eq(tu_slurp("stderr"), "");
@@ -493,11 +437,11 @@ Test(run, help_of_every_command)
 Test(run, no_or_unknown_command_is_a_usage_error)
 {
     char *none[] = { memtrace_exe(), NULL };
-    tu_expect_exit(run(none), 2);
+    tu_expect_exit(tu_run(none), 2);
     cr_expect_str_eq(tu_slurp("stdout"), "");
     cr_expect(starts_with(tu_slurp("stderr"), "Usage: memtrace"));
     char *unknown[] = { memtrace_exe(), "frobnicate", NULL };
-    tu_expect_exit(run(unknown), 2);
+    tu_expect_exit(tu_run(unknown), 2);
     cr_expect_str_eq(tu_slurp("stdout"), "");
     const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
@@ -512,7 +456,7 @@ Test(run, static_program_runs_unchanged_and_nothing_is_recorded)
     if (!exe || !*exe)
         cr_skip_test("static linking is not available here");
     char *argv[] = { memtrace_exe(), "run", "-o", tu_in_tmp("T.bin"), "--", (char *)exe, NULL };
-    tu_expect_exit(run(argv), 3);
+    tu_expect_exit(tu_run(argv), 3);
     cr_expect_str_eq(tu_slurp("stdout"), "hello from a static program (1)\n");
     const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
@@ -526,7 +470,7 @@ Test(run, static_program_without_output_option_says_so_too)
     if (!exe || !*exe)
         cr_skip_test("static linking is not available here");
     char *argv[] = { memtrace_exe(), "run", "--", (char *)exe, NULL };
-    tu_expect_exit(run_in(argv, tu_tmpdir, NULL), 3);
+    tu_expect_exit(tu_run_in(argv, tu_tmpdir, NULL), 3);
     const char *err = tu_slurp("stderr");
     cr_expect(one_line(err), "stderr: '%s'", err);
     cr_expect(strstr(err, "recorded nothing") != NULL, "stderr: '%s'", err);
@@ -540,15 +484,15 @@ Test(run, stale_output_file_is_not_reported_as_new)
     if (!exe || !*exe)
         cr_skip_test("static linking is not available here");
     char *first[] = { memtrace_exe(), "run", "-o", tu_in_tmp("S.bin"), "--", patterns_exe(), "basic", NULL };
-    tu_expect_exit(run(first), 0);
+    tu_expect_exit(tu_run(first), 0);
     expect_written(tu_in_tmp("S.bin"));
     char *second[] = { memtrace_exe(), "run", "-o", tu_in_tmp("S.bin"), "--", (char *)exe, NULL };
-    tu_expect_exit(run(second), 3);
+    tu_expect_exit(tu_run(second), 3);
     const char *err = tu_slurp("stderr");
     cr_expect(strstr(err, "recorded nothing") != NULL, "stderr: '%s'", err);
     cr_expect_not(exists(tu_in_tmp("S.bin")), "the old trace is still there");
     char *third[] = { memtrace_exe(), "run", "-o", tu_in_tmp("S.bin"), "--", "/nonexistent-command", NULL };
-    tu_expect_exit(run(third), 127);
+    tu_expect_exit(tu_run(third), 127);
     cr_expect(strstr(tu_slurp("stderr"), "trace written") == NULL);
     cr_expect_not(exists(tu_in_tmp("S.bin")));
 }

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,4 +138,59 @@ void tu_trace_pattern(const char *scenario, const char *trace)
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);
     tu_expect_exit(status, 0);
+}
+
+/* Starts argv with stdout and stderr going to tu_tmpdir/stdout and
+ * tu_tmpdir/stderr, in directory cwd (NULL: unchanged), in a process group of
+ * its own, without MEMTRACE_* settings inherited from the caller. */
+pid_t tu_spawn(char *const argv[], const char *cwd)
+{
+    char out[PATH_MAX + 16], err[PATH_MAX + 16];
+    snprintf(out, sizeof(out), "%s/stdout", tu_tmpdir);
+    snprintf(err, sizeof(err), "%s/stderr", tu_tmpdir);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        setpgid(0, 0);
+        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+            _exit(120);
+        if (cwd && chdir(cwd))
+            _exit(121);
+        const char *clear[] = { "MEMTRACE_LIB", "MEMTRACE_OUTPUT", "MEMTRACE_SESSION", "MEMTRACE_FOLLOW",
+                                "MEMTRACE_ENABLE", "MEMTRACE_VERBOSE", "LD_PRELOAD" };
+        for (size_t i = 0; i < sizeof(clear) / sizeof(clear[0]); i++)
+            unsetenv(clear[i]);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execv(argv[0], argv);
+        _exit(122);
+    }
+    return pid;
+}
+
+int tu_wait(pid_t pid)
+{
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        cr_assert_eq(errno, EINTR, "waitpid: %s", strerror(errno));
+    return status;
+}
+
+/* Runs argv to the end; *pid_out (if not NULL) gets the pid it ran as. */
+int tu_run_in(char *const argv[], const char *cwd, pid_t *pid_out)
+{
+    pid_t pid = tu_spawn(argv, cwd);
+    if (pid_out)
+        *pid_out = pid;
+    return tu_wait(pid);
+}
+
+int tu_run(char *const argv[])
+{
+    return tu_run_in(argv, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 
 #include <limits.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "report.h"
 
@@ -37,6 +38,16 @@ struct tu_sized {
 struct tu_sized tu_sized_events(const char *path, uint64_t size);
 
 void tu_expect_exit(int status, int code);
+
+/* Starts argv with stdout and stderr going to tu_tmpdir/stdout and
+ * tu_tmpdir/stderr, in directory cwd (NULL: unchanged), in a process group
+ * of its own, without MEMTRACE_* settings or LD_PRELOAD inherited. */
+pid_t tu_spawn(char *const argv[], const char *cwd);
+/* Waits for pid; its wait status. */
+int tu_wait(pid_t pid);
+/* Runs argv to the end; *pid_out (if not NULL) gets the pid it ran as. */
+int tu_run_in(char *const argv[], const char *cwd, pid_t *pid_out);
+int tu_run(char *const argv[]);
 
 /* Runs `patterns SCENARIO` (MEMTRACE_TEST_PATTERNS) with libmemtrace.so
  * (MEMTRACE_TEST_LIB) preloaded, tracing into `trace`; its stdout is
