@@ -19,6 +19,7 @@ struct mti_options mti_opt = {
     .time_shift = 10,
     .verbose = false,
     .enabled = true,
+    .torch = true,
 };
 
 enum opt_type { OPT_STRING, OPT_BOOL, OPT_LONG };
@@ -46,6 +47,8 @@ static const struct opt_row {
       "print the effective settings and the trace file name at start" },
     { "MEMTRACE_ENABLE", OPT_BOOL, &mti_opt.enabled, 0, 1,
       "0 loads the library but records nothing" },
+    { "MEMTRACE_TORCH", OPT_BOOL, &mti_opt.torch, 0, 1,
+      "in a Python process, load the PyTorch integration (phases, modules, categories)" },
 };
 
 static int parse_bool(const char *s, bool *ret)

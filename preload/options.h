@@ -20,6 +20,7 @@ struct mti_options {
     long time_shift;        /* MEMTRACE_TIME_SHIFT */
     bool verbose;           /* MEMTRACE_VERBOSE */
     bool enabled;           /* MEMTRACE_ENABLE */
+    bool torch;             /* MEMTRACE_TORCH */
 };
 
 extern struct mti_options mti_opt;

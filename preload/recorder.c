@@ -18,6 +18,7 @@
 #include "log.h"
 #include "modules.h"
 #include "options.h"
+#include "python.h"
 #include "stack-table.h"
 
 #include <errno.h>
@@ -505,6 +506,7 @@ static void sample_rss(uint64_t time)
             emit_rss(MT_RSS_SAMPLE, time, (uint64_t)resident * page_size);
     }
     mti_modules_poll();
+    mti_python_tick();
 }
 
 static inline void maybe_sample(uint64_t time)
