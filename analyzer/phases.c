@@ -82,6 +82,8 @@ struct ph_state {
     bool timed;
     uint8_t *cat;            /* category per seq */
     size_t ncat_seq;
+    struct mt_devices devs;
+    bool cat_failed;
 };
 
 static const char *const fixed_names[MT_CAT_FIXED] = {
@@ -156,6 +158,26 @@ static void peak_update(struct mt_peak *p, uint64_t live, uint64_t t, uint64_t s
     }
 }
 
+static struct mt_gpu_ctx gpu_ctx(struct ph_state *s)
+{
+    struct mt_step_stat *st = s->cur_step >= 0 ? &s->out->step[s->cur_step] : NULL;
+    return (struct mt_gpu_ctx){
+        .phase = s->cur, .inst = s->inst, .step = s->cur_step,
+        .step_dev = st ? &st->dev : NULL, .nstep_dev = st ? &st->ndev : NULL,
+        .nphase_max = MT_PHASE_MAX,
+    };
+}
+
+/* The category of an allocation whose life ends now (see phases.h). */
+static unsigned end_category(const struct ph_state *s, uint8_t tag, uint8_t phase, uint32_t inst)
+{
+    if (tag)
+        return tag - 1u;
+    if (s->is_forward[phase] && s->is_backward[s->cur])
+        return MT_CAT_ACTIVATIONS;
+    return inst == s->inst ? MT_CAT_TEMPORARIES : MT_CAT_OTHER;
+}
+
 /* Everything that follows a change of the live bytes or of the phase. */
 static void peaks(struct ph_state *s, uint64_t t, uint64_t seq)
 {
@@ -195,6 +217,8 @@ static void set_phase(struct ph_state *s, unsigned p, uint64_t t, uint64_t seq)
     s->inst++;
     o->phase[p].instances++;
     peaks(s, t, seq);
+    struct mt_gpu_ctx c = gpu_ctx(s);
+    mt_devices_phase(&s->devs, &c, t, seq);
 }
 
 static int phase_index(struct ph_state *s, uint64_t id)
@@ -259,7 +283,8 @@ static int step_begin(struct ph_state *s, uint64_t step, uint64_t t, uint64_t se
     o->step[o->nstep] = (struct mt_step_stat){ .step = step, .start_ns = t, .phase = ph };
     s->cur_step = (long)o->nstep++;
     peaks(s, t, seq);
-    return 0;
+    struct mt_gpu_ctx c = gpu_ctx(s);
+    return mt_devices_phase(&s->devs, &c, t, seq);
 }
 
 static int set_cat(struct ph_state *s, uint64_t block, unsigned cat)
@@ -329,11 +354,15 @@ static int pass1_record(struct ph_state *s, const struct mt_record *rec)
             return 0;
         s->live -= b.size;
         scope_add(s, b.scope, b.size, false);
-        unsigned cat = b.tag ? b.tag - 1u
-                       : s->is_forward[b.phase] && s->is_backward[s->cur] ? MT_CAT_ACTIVATIONS
-                       : b.inst == s->inst                                 ? MT_CAT_TEMPORARIES
-                                                                           : MT_CAT_OTHER;
-        return set_cat(s, rec->block, cat);
+        return set_cat(s, rec->block, end_category(s, b.tag, b.phase, b.inst));
+    }
+    case MT_REC_GPU: {
+        advance_time(s, rec->time_ns);
+        struct mt_gpu_ctx c = gpu_ctx(s);
+        struct mt_gpu_end e;
+        if ((rc = mt_devices_record(&s->devs, rec, &c, &e)) <= 0)
+            return rc;
+        return set_cat(s, e.seq, end_category(s, e.tag, e.phase, e.inst));
     }
     case MT_REC_MARK:
         break;
@@ -390,6 +419,15 @@ static int pass1_record(struct ph_state *s, const struct mt_record *rec)
         if (s->sdepth)
             s->sdepth--;
         break;
+    case MT_MARK_TAG: { /* a GPU tag (host ones come as TAG_BLOCK) */
+        o->gpu_tags++;
+        int c = category_of(s, rec->value);
+        if (c == -ENOMEM)
+            return c;
+        if (c < 0 || !mt_devices_tag(&s->devs, rec->addr, (uint8_t)(c + 1)))
+            o->gpu_tags_unmatched++;
+        break;
+    }
     case MT_MARK_TAG_BLOCK: {
         o->tags++;
         struct ph_block *b = rec->block ? pb_find(&s->blocks, rec->block) : NULL;
@@ -404,7 +442,7 @@ static int pass1_record(struct ph_state *s, const struct mt_record *rec)
             b->tag = (uint8_t)(c + 1);
         break;
     }
-    default: /* GPU tags: the GPU numbers are not computed here */
+    default:
         break;
     }
     return 0;
@@ -414,7 +452,47 @@ static int pass1_record(struct ph_state *s, const struct mt_record *rec)
 struct ph_target {
     uint64_t seq;
     uint64_t *dst; /* ncat entries to fill */
+    const uint64_t *src; /* from these live counts (NULL: the host's) */
 };
+
+/* A GPU record in pass 2: the device's live bytes per category, counting
+ * the allocations its numbers count (allocated ones when the device has
+ * them, else reserved ones). Blocks keyed by mt_gpu_key in the pass's
+ * table: scope = device index, tag = category. */
+static int pass2_gpu(struct ph_state *s, struct ph_table *blocks, uint64_t *glive, const struct mt_record *rec)
+{
+    struct mt_phases *o = s->out;
+    size_t di = 0;
+    while (di < o->ndev && o->dev[di].device != rec->device)
+        di++;
+    if (di == o->ndev || rec->kind == MT_GPU_OOM)
+        return 0;
+    const struct mt_device_stat *d = &o->dev[di];
+    uint64_t *live = glive + di * MT_CAT_MAX;
+    uint64_t key = mt_gpu_key(rec->space, rec->device, rec->addr);
+    if (rec->kind == MT_GPU_FREE) {
+        struct ph_block b;
+        if (pb_remove(blocks, key, &b))
+            live[b.tag] -= b.size;
+        return 0;
+    }
+    bool counts = d->allocated_source != MT_ALLOCATED_NONE
+                      ? mt_gpu_is_allocated(rec->api, rec->space, d->allocated_source)
+                      : mt_gpu_is_reserved(rec->api, rec->space);
+    if (!counts)
+        return 0;
+    unsigned c = rec->seq < s->ncat_seq ? s->cat[rec->seq] : MT_CAT_OTHER;
+    struct ph_block b = { .key = key, .size = rec->size, .tag = (uint8_t)c, .scope = (uint16_t)di }, old;
+    int rc = pb_insert(blocks, &b, &old);
+    if (rc < 0)
+        return rc;
+    if (rc == 1)
+        glive[old.scope * MT_CAT_MAX + old.tag] -= old.size;
+    live[c] += rec->size;
+    if (live[c] > d->cat_peak[c])
+        d->cat_peak[c] = live[c];
+    return 0;
+}
 
 static int target_cmp(const void *a, const void *b)
 {
@@ -426,18 +504,26 @@ static int pass2(const char *path, struct ph_state *s, struct mt_error *err)
 {
     struct mt_phases *o = s->out;
     size_t nt = 0;
-    struct ph_target *t = calloc(o->nphase + 1, sizeof *t);
+    struct ph_target *t = calloc(o->nphase + 1 + o->ndev, sizeof *t);
     uint64_t *live = calloc(MT_CAT_MAX, sizeof *live);
+    uint64_t *glive = calloc((o->ndev ? o->ndev : 1) * MT_CAT_MAX, sizeof *glive);
     struct ph_table blocks;
     pb_init(&blocks);
     int rc = -ENOMEM;
-    if (!t || !live)
+    if (!t || !live || !glive)
         goto out;
+    for (size_t i = 0; i < o->ndev; i++) {
+        const struct mt_device_stat *d = &o->dev[i];
+        const struct mt_gpu_peak *pk = d->allocated_source != MT_ALLOCATED_NONE ? &d->allocated_peak
+                                                                                : &d->reserved_peak;
+        if (pk->seq)
+            t[nt++] = (struct ph_target){ pk->seq, d->cat_at_peak, glive + i * MT_CAT_MAX };
+    }
     if (o->peak.seq)
-        t[nt++] = (struct ph_target){ o->peak.seq, o->cat_at_peak };
+        t[nt++] = (struct ph_target){ o->peak.seq, o->cat_at_peak, NULL };
     for (size_t i = 0; i < o->nphase; i++)
         if (o->phase[i].peak.seq)
-            t[nt++] = (struct ph_target){ o->phase[i].peak.seq, o->phase[i].cat_at_peak };
+            t[nt++] = (struct ph_target){ o->phase[i].peak.seq, o->phase[i].cat_at_peak, NULL };
     qsort(t, nt, sizeof *t, target_cmp);
 
     struct mt_reader *r;
@@ -446,7 +532,10 @@ static int pass2(const char *path, struct ph_state *s, struct mt_error *err)
     struct mt_record rec;
     size_t ti = 0;
     while ((rc = mt_reader_next(r, &rec)) > 0) {
-        if (rec.type == MT_REC_ALLOC) {
+        if (rec.type == MT_REC_GPU) {
+            if ((rc = pass2_gpu(s, &blocks, glive, &rec)) < 0)
+                break;
+        } else if (rec.type == MT_REC_ALLOC) {
             unsigned c = rec.block < s->ncat_seq ? s->cat[rec.block] : MT_CAT_OTHER;
             struct ph_block b = { .key = rec.block, .size = rec.size, .tag = (uint8_t)c }, old;
             if ((rc = pb_insert(&blocks, &b, &old)) < 0)
@@ -460,13 +549,13 @@ static int pass2(const char *path, struct ph_state *s, struct mt_error *err)
             struct ph_block b;
             if (rec.block && pb_remove(&blocks, rec.block, &b))
                 live[b.tag] -= b.size;
-        } else if (!(rec.type == MT_REC_MARK && rec.kind != MT_MARK_STRING)) {
+        } else if (!(rec.type == MT_REC_MARK && rec.kind != MT_MARK_STRING) && rec.type != MT_REC_GPU) {
             continue; /* only events can be the seq of a peak */
         }
         while (ti < nt && t[ti].seq < rec.seq)
             ti++;
         for (size_t k = ti; k < nt && t[k].seq == rec.seq; k++)
-            memcpy(t[k].dst, live, o->ncat * sizeof *live);
+            memcpy(t[k].dst, t[k].src ? t[k].src : live, o->ncat * sizeof *live);
     }
     if (rc < 0)
         mti_error_set(err, "%s", mt_reader_error(r));
@@ -474,8 +563,16 @@ static int pass2(const char *path, struct ph_state *s, struct mt_error *err)
 out:
     pb_destroy(&blocks);
     free(live);
+    free(glive);
     free(t);
     return rc < 0 ? rc : 0;
+}
+
+static void gpu_live_at_end(const struct mt_gpu_end *e, void *arg)
+{
+    struct ph_state *s = arg;
+    if (set_cat(s, e->seq, e->tag ? e->tag - 1u : MT_CAT_OTHER) < 0)
+        s->cat_failed = true;
 }
 
 static int sort_modules_cmp(const void *a, const void *b)
@@ -491,6 +588,7 @@ int mt_phases_compute(const char *path, struct mt_phases *out, struct mt_error *
     memset(out, 0, sizeof *out);
     struct ph_state s = { .out = out, .cur_step = -1 };
     pb_init(&s.blocks);
+    mt_devices_init(&s.devs);
     int rc = -ENOMEM;
     out->phase = calloc(MT_PHASE_MAX, sizeof *out->phase);
     out->cat_name = calloc(MT_CAT_MAX, sizeof *out->cat_name);
@@ -530,6 +628,13 @@ int mt_phases_compute(const char *path, struct mt_phases *out, struct mt_error *
         if (b->key && set_cat(&s, b->key, b->tag ? b->tag - 1u : MT_CAT_OTHER) < 0)
             goto nomem;
     }
+    mt_devices_each_live(&s.devs, gpu_live_at_end, &s);
+    if (s.cat_failed)
+        goto nomem;
+    out->dev = s.devs.dev;
+    out->ndev = s.devs.ndev;
+    s.devs.dev = NULL;
+    s.devs.ndev = 0;
     out->phase[s.cur].time_ns += s.last_ns - s.phase_since;
     if (s.last_ns > s.first_ns)
         out->mean_live_bytes = (uint64_t)(s.area / (long double)(s.last_ns - s.first_ns));
@@ -557,6 +662,8 @@ done:
     free(s.scope);
     free(s.cat);
     pb_destroy(&s.blocks);
+    mt_devices_done(&s.devs);
+    mt_devices_free_stats(s.devs.dev, s.devs.ndev);
     return rc;
 }
 
@@ -569,8 +676,11 @@ void mt_phases_destroy(struct mt_phases *p)
         free(p->phase[i].cat_at_peak);
     }
     free(p->phase);
-    for (size_t i = 0; i < p->nstep; i++)
+    for (size_t i = 0; i < p->nstep; i++) {
         free(p->step[i].phase);
+        free(p->step[i].dev);
+    }
+    mt_devices_free_stats(p->dev, p->ndev);
     free(p->step);
     for (size_t i = 0; p->cat_name && i < p->ncat; i++)
         free(p->cat_name[i]);

@@ -1,9 +1,11 @@
-/* phases: what the program's markers (include/memtrace.h, or memtrace's
+/* phases: what the program's markers (and its GPU records) (include/memtrace.h, or memtrace's
  * PyTorch integration) say about its heap: peaks per phase and per step,
  * the breakdown by category, allocations by module, memory efficiency.
  *
- * Only for traces with MARK records; the report runs it after its own pass
- * when it saw any. Two more passes over the trace:
+ * Only for traces with MARK or GPU records; the report runs it after its
+ * own pass when it saw any. GPU memory per device (devices.h) is counted in
+ * the same passes, against the same phases and steps, with categories
+ * decided the same way. Two more passes over the trace:
  *  1. Replays phases (a process-wide stack of names, the innermost
  *     current; nothing pushed is "other"), steps and scopes (module paths)
  *     against the heap: the peak of each phase, of each phase within each
@@ -26,7 +28,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "devices.h"
 #include "mt-error.h"
+
+struct mt_report_site;
 
 /* Categories the report always lists, in this order; tags with other
  * names add categories after these. */
@@ -40,7 +45,6 @@ enum mt_category {
     MT_CAT_OTHER,
     MT_CAT_FIXED
 };
-#define MT_CAT_MAX 64u /* categories in all, named ones included */
 
 struct mt_peak {
     uint64_t bytes;   /* most heap bytes live */
@@ -62,6 +66,8 @@ struct mt_step_stat {
     struct mt_peak peak;      /* within the step */
     struct mt_peak *phase;    /* per phase (index as in phase[]); seq 0:
                                  not current in this step */
+    struct mt_step_device *dev; /* per device and phase, GPU peaks */
+    size_t ndev;
 };
 
 struct mt_module_stat {
@@ -88,6 +94,12 @@ struct mt_phases {
     uint64_t mean_live_bytes; /* time-weighted, first to last event */
     uint64_t tags, tags_unmatched; /* host TAGs; those naming no live block */
     uint64_t marks;           /* MARK events */
+    struct mt_device_stat *dev; /* GPUs, in order of first use (devices.h) */
+    size_t ndev;
+    /* Filled and freed by the report (NULL here): per device, one site per
+     * OOM event with its stack resolved. */
+    struct mt_report_site **oom_sites;
+    uint64_t gpu_tags, gpu_tags_unmatched;
 };
 
 /* Runs the two passes over path. 0 and *out, or a negative errno-style

@@ -81,6 +81,13 @@ void mt_report_destroy(struct mt_report *rep)
     free(rep->timeline);
     rep->timeline = NULL;
     rep->ntimeline = 0;
+    for (size_t d = 0; rep->phases.oom_sites && d < rep->phases.ndev; d++) {
+        for (size_t i = 0; rep->phases.oom_sites[d] && i < rep->phases.dev[d].noom; i++)
+            free_site(&rep->phases.oom_sites[d][i]);
+        free(rep->phases.oom_sites[d]);
+    }
+    free(rep->phases.oom_sites);
+    rep->phases.oom_sites = NULL;
     mt_phases_destroy(&rep->phases);
     rep->has_phases = false;
 }
@@ -284,6 +291,29 @@ static int resolve_site(const struct mt_sites *s, struct mt_symbolizer *sym,
 
 /* Picks the sites of every list (top each), resolves their stacks and
  * stores them in rep. 0 or -ENOMEM. */
+/* The stacks of the GPU OOM events, resolved like sites' (kept whole). */
+static int resolve_ooms(struct mt_phases *p, const struct mt_sites *s, struct mt_symbolizer *sym)
+{
+    if (!p->ndev)
+        return 0;
+    if (!(p->oom_sites = calloc(p->ndev, sizeof *p->oom_sites)))
+        return -ENOMEM;
+    for (size_t d = 0; d < p->ndev; d++) {
+        const struct mt_device_stat *dev = &p->dev[d];
+        if (!dev->noom)
+            continue;
+        if (!(p->oom_sites[d] = calloc(dev->noom, sizeof **p->oom_sites)))
+            return -ENOMEM;
+        for (size_t i = 0; i < dev->noom; i++) {
+            p->oom_sites[d][i].stack_id = dev->oom[i].stack_id;
+            int rc = resolve_site(s, sym, &p->oom_sites[d][i], true);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
 static int build_lists(struct mt_report *rep, const struct mt_sites *s, struct mt_symbolizer *sym,
                        unsigned top)
 {
@@ -462,6 +492,9 @@ int mt_report_compute_opts(const char *path, const struct mt_report_opts *opts,
             if (rec.kind != MT_MARK_STRING)
                 rep.marks++;
             break;
+        case MT_REC_GPU:
+            rep.gpu_events++;
+            break;
         default:
             break;
         }
@@ -513,10 +546,12 @@ int mt_report_compute_opts(const char *path, const struct mt_report_opts *opts,
     }
     if ((rc = build_lists(&rep, &sites, sym, opts->top)) < 0)
         goto nomem;
-    if (rep.marks) {
+    if (rep.marks || rep.gpu_events) {
         if ((rc = mt_phases_compute(path, &rep.phases, err)) < 0)
             goto out;
         rep.has_phases = true;
+        if ((rc = resolve_ooms(&rep.phases, &sites, sym)) < 0)
+            goto nomem;
     }
     if (sym) {
         rep.symbolized = true;

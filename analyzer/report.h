@@ -152,6 +152,7 @@ struct mt_report {
     uint64_t sym_unresolved[5];
     /* markers (phases.h): computed when the trace has any */
     uint64_t marks;          /* MARK events */
+    uint64_t gpu_events;     /* GPU records (devices.h) */
     bool has_phases;
     struct mt_phases phases;
 };

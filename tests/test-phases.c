@@ -163,3 +163,52 @@ Test(phases, a_program_without_markers_has_no_phases)
     cr_expect_eq(rep.marks, 0);
     mt_report_destroy(&rep);
 }
+
+/* The device of that number in the report. */
+static const struct mt_device_stat *device(const struct mt_phases *p, uint32_t dev)
+{
+    for (size_t i = 0; i < p->ndev; i++)
+        if (p->dev[i].device == dev)
+            return &p->dev[i];
+    cr_assert_fail("no device %u in the report", dev);
+    return NULL;
+}
+
+Test(phases, gpu_tensor_events_give_allocated_peaks_per_device_phase_and_category)
+{
+    char *trace = tu_in_tmp("gpu.bin");
+    char *argv[] = { (char *)tu_env("MEMTRACE_TEST_MEMTRACE"), "run", "-q", "-o", trace, "--",
+                     (char *)tu_env("MEMTRACE_TEST_GPU_TENSORS"), NULL };
+    tu_expect_exit(tu_run(argv), 0);
+    struct mt_report rep;
+    tu_report_of(trace, &rep);
+    cr_assert(rep.has_phases);
+    const struct mt_phases *p = &rep.phases;
+    cr_assert_eq(p->ndev, 2);
+    const struct mt_device_stat *d0 = device(p, 0), *d1 = device(p, 1);
+    cr_expect_eq(d0->allocated_source, MT_ALLOCATED_TENSOR);
+    cr_expect(!d0->has_reserved);
+    cr_expect_eq(d0->allocated_peak.bytes, 4000);
+    cr_expect_eq(d0->allocated_end, 4000);
+    cr_expect_eq(d0->alloc_count, 5);
+    cr_expect_eq(d0->free_count, 2);
+    cr_expect_eq(d0->unmatched_frees, 1);
+    const uint64_t want[] = { 4000, 1500, 2500, 4000 }; /* other forward backward optimizer */
+    const char *names[] = { "other", "forward", "backward", "optimizer" };
+    for (size_t i = 0; i < 4; i++) {
+        size_t k = (size_t)(phase(p, names[i]) - p->phase);
+        cr_expect_eq(d0->phase_allocated[k].bytes, want[i], "%s", names[i]);
+        cr_expect_eq(d1->phase_allocated[k].bytes, 4096u, "%s", names[i]);
+    }
+    cr_expect_eq(d0->cat_at_peak[category(p, "parameters")], 1000);
+    cr_expect_eq(d0->cat_at_peak[category(p, "gradients")], 1000);
+    cr_expect_eq(d0->cat_at_peak[category(p, "optimizer_state")], 2000);
+    cr_expect_eq(d0->cat_peak[category(p, "activations")], 500);
+    cr_expect_eq(d1->allocated_peak.bytes, 4096);
+    cr_expect_eq(d1->allocated_end, 0);
+    cr_expect_eq(p->gpu_tags, 3);
+    cr_expect_eq(p->gpu_tags_unmatched, 0);
+    /* The host numbers are untouched by GPU records. */
+    cr_expect_eq(p->cat_peak[category(p, "parameters")], 0);
+    mt_report_destroy(&rep);
+}
