@@ -13,6 +13,16 @@ Output (one line each):
     time_per_step_ms X          median over the steps after the first
     startup_s X                 from the start of this script (before
                                 importing torch) to the first step
+
+GPU switches (--device cuda): --checkpoint (activation checkpointing of
+each block), --bf16 (autocast to bfloat16), --alloc-backend
+cudaMallocAsync and --expandable-segments (PyTorch's allocator settings,
+set before CUDA starts). --cuda-phase-stats also prints, per step and
+phase, the peaks PyTorch itself measured:
+    cuda_phase STEP PHASE reserved_peak R allocated_peak A
+with phases as memtrace marks them: forward from the model call to the
+start of backward, backward, optimizer (the optimizer step). It resets
+PyTorch's peak statistics at each phase boundary to do so.
 """
 
 import time
@@ -21,6 +31,7 @@ _T_IMPORT = time.perf_counter()
 
 import argparse  # noqa: E402
 import math  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 
@@ -98,12 +109,18 @@ class GPT(nn.Module):
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    checkpoint = False
+
     def forward(self, idx):
         b, t = idx.shape
         pos = torch.arange(t, device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(pos)
         for block in self.blocks:
-            x = block(x)
+            if self.checkpoint and self.training:
+                from torch.utils.checkpoint import checkpoint
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         return self.head(self.ln_f(x))
 
 
@@ -136,6 +153,14 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=2,
                    help="torch.set_num_threads value (default 2; 0 keeps torch's default)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--checkpoint", action="store_true", help="activation checkpointing per block")
+    p.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
+    p.add_argument("--alloc-backend", choices=("native", "cudaMallocAsync"), default="native",
+                   help="PyTorch CUDA allocator backend (default native)")
+    p.add_argument("--expandable-segments", action="store_true",
+                   help="PyTorch CUDA allocator with expandable_segments:True")
+    p.add_argument("--cuda-phase-stats", action="store_true",
+                   help="print PyTorch's own reserved/allocated peaks per step and phase")
     a = p.parse_args(argv)
     for name in ("steps", "layers", "d_model", "heads", "seq", "batch", "vocab"):
         if getattr(a, name) < 1:
@@ -152,12 +177,31 @@ def main(argv=None):
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
+    conf = []
+    if a.alloc_backend != "native":
+        conf.append("backend:" + a.alloc_backend)
+    if a.expandable_segments:
+        conf.append("expandable_segments:True")
+    if conf:  # read when CUDA starts, which has not happened yet
+        os.environ["PYTORCH_CUDA_ALLOC_CONF"] = ",".join(conf)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("train_gpt.py: CUDA is not available", file=sys.stderr)
         return 2
 
     torch.manual_seed(a.seed)
     model = GPT(a.vocab, a.seq, a.layers, a.d_model, a.heads).to(device)
+    model.checkpoint = a.checkpoint
+    stats = a.cuda_phase_stats and device.type == "cuda"
+
+    def phase_mark(step, name):
+        """Ends phase `name` (None: none was open) and starts the next."""
+        if not stats:
+            return
+        torch.cuda.synchronize()
+        if name is not None:
+            print("cuda_phase %d %s reserved_peak %d allocated_peak %d" % (
+                step, name, torch.cuda.max_memory_reserved(), torch.cuda.max_memory_allocated()))
+        torch.cuda.reset_peak_memory_stats()
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     gen = torch.Generator()
     gen.manual_seed(a.seed)
@@ -174,11 +218,16 @@ def main(argv=None):
         if startup_s is None:
             startup_s = t0 - _T_IMPORT
         x, y = make_batch(gen, a.batch, a.seq, a.vocab, device)
-        logits = model(x)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+        phase_mark(step, None)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=a.bf16):
+            logits = model(x)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.view(-1))
         opt.zero_grad(set_to_none=True)
+        phase_mark(step, "forward")
         loss.backward()
+        phase_mark(step, "backward")
         opt.step()
+        phase_mark(step, "optimizer")
         value = loss.item()
         sync()
         step_ms.append((time.perf_counter() - t0) * 1000.0)
