@@ -29,7 +29,7 @@ static struct {
 } py;
 
 static char pkg_dir[PATH_MAX];  /* holds memtrace/_autoload.py */
-static char boot_code[4 * PATH_MAX + 1024];
+static char boot_code[2 * PATH_MAX + 4096];
 
 /* Sets pkg_dir to lib_dir/rel when it holds the package; true then. */
 static bool try_dir(const char *lib_dir, size_t lib_len, const char *rel)
@@ -72,11 +72,17 @@ __attribute__((constructor)) static void python_constructor(void)
  * nothing of ours may surface as an exception in the program. */
 static int run_boot(void *arg)
 {
+    (void)arg;
     py.run_string_flags(boot_code, NULL);
     return 0;
 }
 
-/* The bootstrap, with the directory as hex (no quoting to get wrong). */
+/* The bootstrap, with the directory as hex (no quoting to get wrong).
+ * The call may come while the interpreter is still starting (site, os
+ * half imported): while a standard library module is being imported, the
+ * package's own imports could find it half done, so loading then waits
+ * for the next import at which none is (a finder at the front of
+ * sys.meta_path that otherwise answers None, and then removes itself). */
 static bool make_boot_code(void)
 {
     char hex[2 * PATH_MAX + 1];
@@ -86,8 +92,24 @@ static bool make_boot_code(void)
     hex[2 * n] = 0;
     int len = snprintf(boot_code, sizeof(boot_code),
         "exec('''\n"
-        "try:\n"
-        "    import sys, importlib.util\n"
+        "import sys\n"
+        "def say(e):\n"
+        "    if DEBUG:\n"
+        "        try:\n"
+        "            sys.stderr.write('memtrace: python integration not loaded: %%r\\\\n' %% (e,))\n"
+        "        except Exception:\n"
+        "            pass\n"
+        "def busy():\n"
+        "    std = getattr(sys, 'stdlib_module_names', None) or {'os', 'site', 'importlib',\n"
+        "        'encodings', 'codecs', 'io', 'abc', 'ctypes', 'contextlib', 'collections',\n"
+        "        'functools', 'weakref', 'threading', 'atexit', 're', 'types', 'struct'}\n"
+        "    for k, m in list(sys.modules.items()):\n"
+        "        if getattr(getattr(m, '__spec__', None), '_initializing', False) and (\n"
+        "                k.partition('.')[0] in std or k in ('sitecustomize', 'usercustomize')):\n"
+        "            return True\n"
+        "    return False\n"
+        "def load():\n"
+        "    import importlib.util\n"
         "    d = bytes.fromhex(HEX).decode('utf-8', 'surrogateescape') + '/memtrace'\n"
         "    m = sys.modules.get('_memtrace')\n"
         "    if m is None:\n"
@@ -100,13 +122,32 @@ static bool make_boot_code(void)
         "        except BaseException:\n"
         "            del sys.modules['_memtrace']\n"
         "            raise\n"
-        "    importlib.import_module('_memtrace._autoload').install(DEBUG)\n"
-        "except Exception as e:\n"
-        "    if DEBUG:\n"
+        "    return importlib.import_module('_memtrace._autoload').install(DEBUG)\n"
+        "class Later:\n"
+        "    done = False\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if self.done or busy():\n"
+        "            return None\n"
+        "        self.done = True\n"
         "        try:\n"
-        "            sys.stderr.write('memtrace: python integration not loaded: %%r\\\\n' %% (e,))\n"
-        "        except Exception:\n"
+        "            sys.meta_path.remove(self)\n"
+        "        except ValueError:\n"
         "            pass\n"
+        "        try:\n"
+        "            f = load()\n"
+        "            return f.find_spec(name, path, target) if f is not None else None\n"
+        "        except Exception as e:\n"
+        "            say(e)\n"
+        "        return None\n"
+        "    def invalidate_caches(self):\n"
+        "        pass\n"
+        "try:\n"
+        "    if busy():\n"
+        "        sys.meta_path.insert(0, Later())\n"
+        "    else:\n"
+        "        load()\n"
+        "except Exception as e:\n"
+        "    say(e)\n"
         "''', {'__name__': '_memtrace_boot', 'HEX': '%s', 'DEBUG': %d})\n",
         hex, mti_opt.verbose ? 1 : 0);
     return len > 0 && (size_t)len < sizeof(boot_code);

@@ -204,8 +204,8 @@ if grep -q ' mark ' "$tmp/off.dump"; then
 fi
 
 # A Python program without torch: same output, the package loaded while it
-# runs (it allocates for a while, so RSS ticks come), sys.path untouched,
-# no marks. With MEMTRACE_TORCH=0 nothing is loaded.
+# runs (it allocates for a while, so RSS ticks come, then imports), sys.path
+# untouched, no marks. With MEMTRACE_TORCH=0 nothing is loaded.
 cat >"$tmp/plain.py" <<'EOF'
 import sys, time
 path = list(sys.path)
@@ -213,7 +213,8 @@ t = time.monotonic()
 junk = []
 while time.monotonic() - t < 0.3:
     junk = [bytearray(1000) for _ in range(100)]
-print("sum", sum(range(1000)))
+import json  # the package may wait for an import (preload/python.c)
+print("sum", sum(range(1000)), json.dumps([1]))
 print("path unchanged", sys.path == path)
 sys.stderr.write("loaded %s torch %s\n" % ("_memtrace" in sys.modules, "torch" in sys.modules))
 EOF

@@ -118,11 +118,14 @@ def _remove_finder():
 
 
 def install(debug=False):
+    """Starts the integration now or at torch's import. Returns the finder
+    that waits for that import (its find_spec may be called for an import
+    already under way), or None."""
     global _finder
     _state["debug"] = bool(debug)
     from . import active
     if not active():
-        return
+        return None
     torch = sys.modules.get("torch")
     if torch is not None:
         spec = getattr(torch, "__spec__", None)
@@ -130,7 +133,8 @@ def install(debug=False):
             _hook_spec(spec)
         else:
             _start()
-        return
+        return None
     if _finder is None:
         _finder = _TorchFinder()
         sys.meta_path.insert(0, _finder)
+    return _finder
