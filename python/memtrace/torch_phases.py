@@ -206,7 +206,10 @@ class _Tracker:
         return paths
 
     def root_enter(self, root):
-        self.cur_paths = self.root_paths(root)
+        # A module of the current root's tree keeps its path (a block
+        # recomputed by checkpointing in backward is still blocks.3).
+        if id(root) not in self.cur_paths:
+            self.cur_paths = self.root_paths(root)
         if self.in_backward or self.sticky:
             return  # recomputation inside backward, or another model in this forward
         if not self.phases and (not self.stepped or self.opt_since_step):
