@@ -1,0 +1,511 @@
+/* test-kernels.c: the measurement kernels (kernels/) against their scalar
+ * reference and their stated error bounds.
+ *
+ * Every SIMD variant this CPU runs must give the scalar variant's bits
+ * (quantize, dequantize, AdamW, KV, latent); errors are checked against
+ * the bounds derived in docs/KERNELS.md, per block or group, never against
+ * loose constants. Offload copies must come back byte-identical.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mtkernels.h"
+
+#define U 0x1p-24 /* unit roundoff of fp32 */
+
+static uint64_t rng_state = 42;
+
+static uint64_t rnd(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [-1, 1) times a per-call magnitude spread over decades. */
+static void fill(float *x, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(((double)(rnd() >> 11) * 0x1p-52 - 1.0) * scale);
+}
+
+static void fill_mixed(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        double mag = pow(10.0, (double)(rnd() % 9) - 4.0);
+        x[i] = (float)(((double)(rnd() >> 11) * 0x1p-52 - 1.0) * mag);
+    }
+}
+
+static void use(enum mt_isa isa)
+{
+    cr_assert_eq(mt_isa_use(isa), 0);
+}
+
+static void fini(void)
+{
+    mt_isa_use(mt_isa_best());
+}
+
+TestSuite(kernels, .fini = fini);
+
+/* ---- q8 ---------------------------------------------------------------- */
+
+static const size_t q8_sizes[] = {1, 7, 15, 16, 17, 31, 32, 33, 100, 255, 256, 257, 1000, 4099};
+static const size_t q8_blocks[] = {1, 2, 3, 8, 16, 17, 64, 256, 2048, 4096};
+
+Test(kernels, q8_variants_bit_exact_and_within_bound)
+{
+    size_t nmax = 4099;
+    float *x = malloc(nmax * 4), *y = malloc(nmax * 4), *y2 = malloc(nmax * 4);
+    int8_t *c = malloc(nmax), *c2 = malloc(nmax);
+    float *a = malloc(nmax * 4), *a2 = malloc(nmax * 4);
+    for (size_t si = 0; si < sizeof q8_sizes / sizeof *q8_sizes; si++)
+        for (size_t bi = 0; bi < sizeof q8_blocks / sizeof *q8_blocks; bi++) {
+            size_t n = q8_sizes[si], block = q8_blocks[bi], nb = mt_q8_blocks(n, block);
+            fill_mixed(x, n);
+            use(MT_ISA_SCALAR);
+            cr_assert_eq(mt_q8_quantize(x, n, block, c, a), 0);
+            cr_assert_eq(mt_q8_dequantize(c, a, n, block, y), 0);
+            for (size_t i = 0; i < n; i++) {
+                size_t b = i / block;
+                double exact = (double)x[i] * 127.0 / a[b];
+                /* code = rne of x * fl(127/a) rounded: within 0.5 of the
+                 * exact ratio plus two roundings of a value <= 127 */
+                cr_assert_leq(fabs(c[i] - exact), 0.5 + 127.0 * 2.0 * U * 1.0001,
+                              "n %zu block %zu i %zu", n, block, i);
+                cr_assert_leq(fabs((double)x[i] - y[i]), mt_q8_error_bound(a[b]),
+                              "n %zu block %zu i %zu: %g vs %g (absmax %g)", n, block, i, x[i],
+                              y[i], a[b]);
+            }
+            for (size_t b = 0; b < nb; b++) {
+                float m = 0;
+                for (size_t i = b * block; i < n && i < (b + 1) * block; i++)
+                    m = fabsf(x[i]) > m ? fabsf(x[i]) : m;
+                cr_assert_eq(a[b], m);
+            }
+            for (int isa = 1; isa < MT_ISA_COUNT; isa++) {
+                if (!mt_isa_supported((enum mt_isa)isa))
+                    continue;
+                use((enum mt_isa)isa);
+                memset(c2, 0x55, n);
+                cr_assert_eq(mt_q8_quantize(x, n, block, c2, a2), 0);
+                cr_assert_eq(memcmp(c, c2, n), 0, "%s codes n %zu block %zu",
+                             mt_isa_name((enum mt_isa)isa), n, block);
+                cr_assert_eq(memcmp(a, a2, nb * 4), 0, "%s absmax", mt_isa_name((enum mt_isa)isa));
+                cr_assert_eq(mt_q8_dequantize(c, a, n, block, y2), 0);
+                cr_assert_eq(memcmp(y, y2, n * 4), 0, "%s dequant n %zu block %zu",
+                             mt_isa_name((enum mt_isa)isa), n, block);
+            }
+        }
+    free(x), free(y), free(y2), free(c), free(c2), free(a), free(a2);
+}
+
+Test(kernels, q8_edge_cases)
+{
+    enum { N = 96, B = 32 };
+    float x[N], y[N], a[3];
+    int8_t c[N];
+    for (int isa = 0; isa < MT_ISA_COUNT; isa++) {
+        if (!mt_isa_supported((enum mt_isa)isa))
+            continue;
+        use((enum mt_isa)isa);
+        fill(x, N, 3.0f);
+        memset(x, 0, B * 4);       /* block 0: zeros */
+        x[B + 5] = INFINITY;       /* block 1: an Inf */
+        x[2 * B] = 0.5f;
+        x[2 * B + 1] = 2.5f;       /* block 2: +-absmax map to +-127 */
+        x[2 * B + 2] = -2.5f;
+        for (int i = 2 * B + 3; i < N; i++)
+            x[i] = 1.0f;
+        cr_assert_eq(mt_q8_quantize(x, N, B, c, a), 0);
+        cr_assert_eq(a[0], 0.0f);
+        cr_assert(isnan(a[1]));
+        cr_assert_eq(a[2], 2.5f);
+        cr_assert_eq(c[2 * B + 1], 127);
+        cr_assert_eq(c[2 * B + 2], -127);
+        for (int i = 0; i < 2 * B; i++)
+            cr_assert_eq(c[i], 0);
+        mt_q8_dequantize(c, a, N, B, y);
+        for (int i = 0; i < B; i++)
+            cr_assert_eq(y[i], 0.0f);
+        for (int i = B; i < 2 * B; i++)
+            cr_assert(isnan(y[i]), "an Inf block dequantizes to NaN");
+        x[B + 5] = NAN;
+        mt_q8_quantize(x, N, B, c, a);
+        cr_assert(isnan(a[1]));
+        /* below MT_Q8_TINY: stored as zero */
+        for (int i = 0; i < B; i++)
+            x[i] = 1e-37f;
+        mt_q8_quantize(x, N, B, c, a);
+        cr_assert_eq(a[0], 0.0f);
+        /* just above: a normal block */
+        for (int i = 0; i < B; i++)
+            x[i] = (i & 1 ? -1 : 1) * 0x1p-119f * (float)(i + 1) / B;
+        mt_q8_quantize(x, N, B, c, a);
+        mt_q8_dequantize(c, a, N, B, y);
+        for (int i = 0; i < B; i++)
+            cr_assert_leq(fabs((double)x[i] - y[i]), mt_q8_error_bound(a[0]));
+    }
+    cr_assert_eq(mt_q8_quantize(x, N, 0, c, a), -EINVAL);
+    cr_assert_eq(mt_q8_dequantize(c, a, N, 0, y), -EINVAL);
+    cr_assert_eq(mt_q8_blocks(257, 256), 2);
+    cr_assert_float_eq(mt_q8_bytes_per_value(128), 1.03125, 1e-12);
+}
+
+/* ---- AdamW ------------------------------------------------------------- */
+
+static const struct mt_adamw_params hp = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f};
+
+Test(kernels, adamw8_one_step_matches_fp32_given_equal_state)
+{
+    enum { N = 3000, B = 256 };
+    size_t nb = mt_q8_blocks(N, B);
+    static float p0[N], g[N], m[N], v[N], p8[N], p32[N], m32[N], v32[N], mq[N], vq[N];
+    static int8_t mc[N], vc[N], mc0[N], vc0[N], mcs[N], vcs[N];
+    static float ma[64], va[64], ma0[64], va0[64], mas[64], vas[64], ps[N];
+    fill(p0, N, 0.1f);
+    fill(g, N, 1e-2f);
+    fill(m, N, 1e-3f);
+    fill(v, N, 1e-5f);
+    for (int i = 0; i < N; i++)
+        v[i] = fabsf(v[i]);
+    mt_q8_quantize(m, N, B, mc0, ma0);
+    mt_q8_quantize(v, N, B, vc0, va0);
+    for (int isa = 0; isa < MT_ISA_COUNT; isa++) {
+        if (!mt_isa_supported((enum mt_isa)isa))
+            continue;
+        use((enum mt_isa)isa);
+        memcpy(mc, mc0, N), memcpy(vc, vc0, N), memcpy(ma, ma0, nb * 4), memcpy(va, va0, nb * 4);
+        memcpy(p8, p0, sizeof p8);
+        memcpy(p32, p0, sizeof p32);
+        mt_q8_dequantize(mc, ma, N, B, m32);
+        mt_q8_dequantize(vc, va, N, B, v32);
+        cr_assert_eq(mt_adamw8_step(p8, g, mc, ma, vc, va, N, B, &hp, 5), 0);
+        mt_adamw32_step(p32, g, m32, v32, N, &hp, 5);
+        cr_assert_eq(memcmp(p8, p32, sizeof p8), 0, "%s: p differs from the fp32 reference",
+                     mt_isa_name((enum mt_isa)isa));
+        mt_q8_dequantize(mc, ma, N, B, mq);
+        mt_q8_dequantize(vc, va, N, B, vq);
+        for (int i = 0; i < N; i++) {
+            cr_assert_leq(fabs((double)mq[i] - m32[i]), mt_q8_error_bound(ma[i / B]));
+            cr_assert_leq(fabs((double)vq[i] - v32[i]), mt_q8_error_bound(va[i / B]));
+        }
+        if (isa == 0) {
+            memcpy(mcs, mc, N), memcpy(vcs, vc, N), memcpy(mas, ma, nb * 4);
+            memcpy(vas, va, nb * 4), memcpy(ps, p8, sizeof ps);
+        } else {
+            cr_assert_eq(memcmp(mcs, mc, N), 0);
+            cr_assert_eq(memcmp(vcs, vc, N), 0);
+            cr_assert_eq(memcmp(mas, ma, nb * 4), 0);
+            cr_assert_eq(memcmp(vas, va, nb * 4), 0);
+            cr_assert_eq(memcmp(ps, p8, sizeof ps), 0);
+        }
+    }
+    cr_assert_eq(mt_adamw8_step(p8, g, mc, ma, vc, va, N, B, &hp, 0), -EINVAL);
+    cr_assert_eq(mt_adamw8_step(p8, g, mc, ma, vc, va, N, 0, &hp, 1), -EINVAL);
+}
+
+/* Over many steps from zero state the stored moments drift from the fp32
+ * ones by at most e_t = b * e_{t-1} * (1 + 2u) + q_t + 3u * (b |m_{t-1}| +
+ * (1-b) |g|), q_t the q8 bound of the block: the previous error shrunk by
+ * the decay, the new quantization error, and the rounding of the update. */
+Test(kernels, adamw8_moments_drift_within_derived_bound)
+{
+    enum { N = 1000, B = 128, STEPS = 30 };
+    size_t nb = mt_q8_blocks(N, B);
+    static float p8[N], p32[N], g[N], m32[N], v32[N], mq[N], vq[N], ma[16], va[16];
+    static int8_t mc[N], vc[N];
+    static double em[N], ev[N];
+    fill(p8, N, 0.1f);
+    memcpy(p32, p8, sizeof p8);
+    memset(mc, 0, N), memset(vc, 0, N), memset(ma, 0, nb * 4), memset(va, 0, nb * 4);
+    for (int t = 1; t <= STEPS; t++) {
+        fill_mixed(g, N);
+        for (int i = 0; i < N; i++) {
+            double g2 = (double)g[i] * g[i];
+            em[i] = hp.beta1 * em[i] * (1 + 2 * U) + 3 * U * (hp.beta1 * fabs(m32[i]) + (1 - hp.beta1) * fabs(g[i]));
+            ev[i] = hp.beta2 * ev[i] * (1 + 2 * U) + 3 * U * (hp.beta2 * fabs(v32[i]) + (1 - hp.beta2) * g2 * (1 + U));
+        }
+        cr_assert_eq(mt_adamw8_step(p8, g, mc, ma, vc, va, N, B, &hp, t), 0);
+        mt_adamw32_step(p32, g, m32, v32, N, &hp, t);
+        mt_q8_dequantize(mc, ma, N, B, mq);
+        mt_q8_dequantize(vc, va, N, B, vq);
+        for (int i = 0; i < N; i++) {
+            em[i] += mt_q8_error_bound(ma[i / B]);
+            ev[i] += mt_q8_error_bound(va[i / B]);
+            cr_assert_leq(fabs((double)mq[i] - m32[i]), em[i], "step %d i %d", t, i);
+            cr_assert_leq(fabs((double)vq[i] - v32[i]), ev[i], "step %d i %d", t, i);
+        }
+    }
+}
+
+/* ---- KV ---------------------------------------------------------------- */
+
+static unsigned code_at(const uint8_t *codes, size_t row_bytes, size_t t, size_t c, unsigned bits)
+{
+    size_t bit = c * bits;
+    return (codes[t * row_bytes + bit / 8] >> (bit % 8)) & ((1u << bits) - 1u);
+}
+
+Test(kernels, kv_round_trip_bounds_packing_and_variants)
+{
+    enum { T = 64, C = 96 };
+    static float x[T * C], y[T * C], y2[T * C];
+    static uint8_t codes[T * C], codes2[T * C];
+    static uint16_t meta[2 * T * C], meta2[2 * T * C];
+    static const unsigned bits_list[] = {2, 4, 8};
+    static const size_t groups[] = {1, 8, 32};
+    for (int kind = 0; kind < 2; kind++)
+        for (size_t bi = 0; bi < 3; bi++)
+            for (size_t gi = 0; gi < 3; gi++) {
+                unsigned bits = bits_list[bi];
+                size_t G = groups[gi];
+                struct mt_kv_layout l;
+                cr_assert_eq(mt_kv_layout((enum mt_kv_kind)kind, T, C, bits, G, &l), 0);
+                cr_assert_eq(l.code_bytes, (size_t)T * C * bits / 8);
+                cr_assert_float_eq(l.bits_per_value, bits + 32.0 / G, 1e-12);
+                fill_mixed(x, T * C);
+                x[7] = 0.0f;
+                use(MT_ISA_SCALAR);
+                cr_assert_eq(mt_kv_quantize((enum mt_kv_kind)kind, x, T, C, bits, G, codes, meta), 0);
+                cr_assert_eq(mt_kv_dequantize((enum mt_kv_kind)kind, codes, meta, T, C, bits, G, y), 0);
+                double levels = (double)((1u << bits) - 1u);
+                for (size_t t = 0; t < T; t++)
+                    for (size_t c = 0; c < C; c++) {
+                        size_t grp = kind == MT_KV_KEYS ? (t / G) * C + c : t * (C / G) + c / G;
+                        float z = mt_f32_from_f16(meta[2 * grp]), s = mt_f32_from_f16(meta[2 * grp + 1]);
+                        double xv = x[t * C + c];
+                        cr_assert_leq(z, xv, "zero point above a value");
+                        cr_assert_geq((double)z + s * levels, xv * (1 - 4 * U) - 4 * U * fabs(z),
+                                      "codes do not reach the group max");
+                        cr_assert_leq(fabs(xv - y[t * C + c]), mt_kv_error_bound(z, s, bits),
+                                      "kind %d bits %u G %zu t %zu c %zu", kind, bits, G, t, c);
+                        /* the packed code is the nearest level, recomputed here */
+                        unsigned code = code_at(codes, C * bits / 8, t, c, bits);
+                        double want = s > 0 ? ((double)xv - z) / s : 0;
+                        cr_assert_leq(fabs(code - fmin(fmax(want, 0), levels)), 0.5 + 4 * U * levels + 1e-9,
+                                      "packed code %u, want %g", code, want);
+                        cr_assert_eq(y[t * C + c], (float)code * s + z);
+                    }
+                for (int isa = 1; isa < MT_ISA_COUNT; isa++) {
+                    if (!mt_isa_supported((enum mt_isa)isa))
+                        continue;
+                    use((enum mt_isa)isa);
+                    cr_assert_eq(mt_kv_quantize((enum mt_kv_kind)kind, x, T, C, bits, G, codes2, meta2), 0);
+                    cr_assert_eq(memcmp(codes, codes2, l.code_bytes), 0, "%s codes",
+                                 mt_isa_name((enum mt_isa)isa));
+                    cr_assert_eq(memcmp(meta, meta2, l.meta_bytes), 0);
+                    mt_kv_dequantize((enum mt_kv_kind)kind, codes, meta, T, C, bits, G, y2);
+                    cr_assert_eq(memcmp(y, y2, sizeof y), 0, "%s dequant", mt_isa_name((enum mt_isa)isa));
+                }
+            }
+}
+
+Test(kernels, kv_edge_cases)
+{
+    enum { T = 8, C = 16 };
+    float x[T * C], y[T * C];
+    uint8_t codes[T * C];
+    uint16_t meta[2 * T * C];
+    struct mt_kv_layout l;
+    cr_assert_eq(mt_kv_layout(MT_KV_KEYS, 7, C, 2, 4, &l), -EINVAL, "tokens not a multiple of G");
+    cr_assert_eq(mt_kv_layout(MT_KV_VALUES, T, C, 2, 5, &l), -EINVAL);
+    cr_assert_eq(mt_kv_layout(MT_KV_VALUES, T, C, 3, 4, &l), -EINVAL);
+    cr_assert_eq(mt_kv_layout(MT_KV_VALUES, T, 2, 2, 2, &l), -EINVAL, "row not whole bytes");
+    memset(x, 0, sizeof x);
+    cr_assert_eq(mt_kv_quantize(MT_KV_VALUES, x, T, C, 2, 4, codes, meta), 0);
+    mt_kv_dequantize(MT_KV_VALUES, codes, meta, T, C, 2, 4, y);
+    for (int i = 0; i < T * C; i++)
+        cr_assert_eq(y[i], 0.0f, "zeros are exact");
+    for (int i = 0; i < T * C; i++)
+        x[i] = 0.3f;
+    cr_assert_eq(mt_kv_quantize(MT_KV_KEYS, x, T, C, 4, 4, codes, meta), 0);
+    mt_kv_dequantize(MT_KV_KEYS, codes, meta, T, C, 4, 4, y);
+    for (int i = 0; i < T * C; i++)
+        cr_assert_leq(fabs(y[i] - 0.3), mt_kv_error_bound(mt_f32_from_f16(meta[0]), mt_f32_from_f16(meta[1]), 4));
+    x[5] = NAN;
+    cr_assert_eq(mt_kv_quantize(MT_KV_KEYS, x, T, C, 4, 4, codes, meta), -EDOM);
+    x[5] = INFINITY;
+    cr_assert_eq(mt_kv_quantize(MT_KV_VALUES, x, T, C, 4, 4, codes, meta), -EDOM);
+    x[5] = 1e6f;
+    cr_assert_eq(mt_kv_quantize(MT_KV_VALUES, x, T, C, 4, 4, codes, meta), -ERANGE);
+    /* fp16 helpers: exact values, ties to even, overflow, subnormals */
+    cr_assert_eq(mt_f16_from_f32(1.0f), 0x3c00);
+    cr_assert_eq(mt_f16_from_f32(-2.0f), 0xc000);
+    cr_assert_eq(mt_f16_from_f32(65504.0f), 0x7bff);
+    cr_assert_eq(mt_f16_from_f32(65520.0f), 0x7c00);
+    cr_assert_eq(mt_f16_from_f32(1.0f + 0x1p-11f), 0x3c00, "tie to even");
+    cr_assert_eq(mt_f16_from_f32(1.0f + 3 * 0x1p-11f), 0x3c02);
+    cr_assert_eq(mt_f16_from_f32(0x1p-24f), 0x0001);
+    cr_assert_eq(mt_f16_from_f32(0x1p-25f), 0x0000);
+    for (uint32_t h = 0; h < 0x7c00; h++)
+        cr_assert_eq(mt_f16_from_f32(mt_f32_from_f16((uint16_t)h)), h);
+}
+
+/* ---- latent ------------------------------------------------------------ */
+
+Test(kernels, latent_exact_rank_and_pythagoras)
+{
+    enum { R = 200, D = 64, K = 8 };
+    static float a[R * K], b[K * D], x[R * D], basis[D * K], z[R * K], xh[R * D];
+    static float basis2[D * K], z2[R * K], xh2[R * D];
+    fill(a, R * K, 1.0f);
+    fill(b, K * D, 1.0f);
+    use(MT_ISA_SCALAR);
+    mt_matmul(a, b, x, R, K, D);
+    cr_assert_eq(mt_latent_basis(x, R, D, K, 2, 1, basis), 0);
+    cr_assert_eq(mt_latent_project(x, R, D, basis, K, z), 0);
+    cr_assert_eq(mt_latent_reconstruct(z, R, K, basis, D, xh), 0);
+    /* orthonormal columns: Gram-Schmidt in double leaves only the float
+     * rounding of each entry, |B^T B - I| <= D * 2u per entry */
+    for (int i = 0; i < K; i++)
+        for (int j = 0; j < K; j++) {
+            double dot = 0;
+            for (int d = 0; d < D; d++)
+                dot += (double)basis[d * K + i] * basis[d * K + j];
+            cr_assert_leq(fabs(dot - (i == j)), D * 2 * U);
+        }
+    /* x has rank K: the basis spans its rows, so x_hat = x up to the
+     * rounding of the basis (relative D * 2u per entry, above) and of the
+     * two matmuls (gamma_D and gamma_K times the sums of |terms|) */
+    double d2 = 0, x2 = 0, z2n = 0;
+    for (int i = 0; i < R * D; i++) {
+        d2 += ((double)x[i] - xh[i]) * ((double)x[i] - xh[i]);
+        x2 += (double)x[i] * x[i];
+    }
+    for (int i = 0; i < R * K; i++)
+        z2n += (double)z[i] * z[i];
+    double tol = (2.0 * D * 2 * U + (D + K) * U) * sqrt((double)D * K);
+    cr_assert_leq(sqrt(d2 / x2), tol, "rank-%d data reconstructs with rel err %g", K, sqrt(d2 / x2));
+    /* Pythagoras: ||x||^2 = ||z||^2 + ||x - x_hat||^2 for an orthonormal
+     * basis, up to the same rounding */
+    cr_assert_leq(fabs(x2 - z2n - d2) / x2, 2 * tol);
+    for (int isa = 1; isa < MT_ISA_COUNT; isa++) {
+        if (!mt_isa_supported((enum mt_isa)isa))
+            continue;
+        use((enum mt_isa)isa);
+        mt_latent_basis(x, R, D, K, 2, 1, basis2);
+        mt_latent_project(x, R, D, basis2, K, z2);
+        mt_latent_reconstruct(z2, R, K, basis2, D, xh2);
+        cr_assert_eq(memcmp(basis, basis2, sizeof basis), 0, "%s basis", mt_isa_name((enum mt_isa)isa));
+        cr_assert_eq(memcmp(z, z2, sizeof z), 0);
+        cr_assert_eq(memcmp(xh, xh2, sizeof xh), 0);
+    }
+    cr_assert_eq(mt_latent_basis(x, R, D, D + 1, 1, 1, basis), -EINVAL);
+}
+
+Test(kernels, latent_iterated_basis_beats_random)
+{
+    enum { R = 300, D = 48, K = 6 };
+    static float x[R * D], b0[D * K], b2[D * K], z[R * K], xh[R * D];
+    fill(x, R * D, 1.0f);
+    for (int i = 0; i < R; i++) /* a dominant 3-dim subspace */
+        for (int d = 0; d < 3; d++)
+            x[i * D + d] *= 20.0f;
+    mt_latent_basis(x, R, D, K, 0, 3, b0);
+    mt_latent_basis(x, R, D, K, 4, 3, b2);
+    double e[2];
+    float *bs[2] = {b0, b2};
+    for (int k = 0; k < 2; k++) {
+        mt_latent_project(x, R, D, bs[k], K, z);
+        mt_latent_reconstruct(z, R, K, bs[k], D, xh);
+        double d2 = 0;
+        for (int i = 0; i < R * D; i++)
+            d2 += ((double)x[i] - xh[i]) * ((double)x[i] - xh[i]);
+        e[k] = d2;
+    }
+    cr_assert_lt(e[1], e[0] / 10, "subspace iteration: %g, random: %g", e[1], e[0]);
+}
+
+/* ---- offload ----------------------------------------------------------- */
+
+Test(kernels, offload_copy_and_pinned)
+{
+    size_t bytes = (3u << 20) + 123;
+    struct mt_pinned pin = {0};
+    cr_assert_eq(mt_pinned_alloc(bytes, &pin), 0);
+    char *src = malloc(bytes);
+    fill((float *)src, bytes / 4, 1.0f);
+    cr_assert_eq(mt_offload_copy(pin.ptr, src, bytes, 65536), 0);
+    cr_assert_eq(memcmp(pin.ptr, src, bytes), 0);
+    cr_assert_eq(mt_offload_copy(pin.ptr, src, bytes, 0), -EINVAL);
+    mt_pinned_free(&pin);
+    mt_pinned_free(&pin);
+    mt_pinned_free(NULL);
+    free(src);
+}
+
+static void file_round_trip(const char *dir)
+{
+    static const size_t sizes[] = {1, 4096, 65536 * 3, (5u << 20) + 4097};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        size_t bytes = sizes[k];
+        char path[512];
+        snprintf(path, sizeof path, "%s/mt-offload-test-%d-%zu", dir, (int)getpid(), k);
+        char *src = malloc(bytes), *back = malloc(bytes);
+        for (size_t i = 0; i < bytes; i++)
+            src[i] = (char)(rnd() & 0xff);
+        memset(back, 0, bytes);
+        int direct = -1;
+        cr_assert_eq(mt_offload_file_write(path, src, bytes, 65536, &direct), 0, "write %s", path);
+        struct stat st;
+        cr_assert_eq(stat(path, &st), 0);
+        cr_assert_eq((size_t)st.st_size, bytes, "file size");
+        cr_assert_eq(mt_offload_file_read(path, back, bytes, 65536, &direct), 0);
+        cr_assert_eq(memcmp(src, back, bytes), 0, "%zu bytes through %s (direct %d)", bytes, dir, direct);
+        /* asking for more than the file holds */
+        char *more = malloc(bytes + 10);
+        cr_assert_eq(mt_offload_file_read(path, more, bytes + 10, 65536, NULL), -EIO);
+        free(more);
+        unlink(path);
+        free(src);
+        free(back);
+    }
+}
+
+Test(kernels, offload_file_round_trip)
+{
+    char tmpl[] = "/tmp/mt-kernels-XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    cr_assert_not_null(dir);
+    file_round_trip(dir); /* often tmpfs: buffered */
+    file_round_trip(".");  /* the build tree: O_DIRECT where it is taken */
+    rmdir(dir);
+    char path[64];
+    snprintf(path, sizeof path, "%s/none", tmpl);
+    char b[8];
+    cr_assert_eq(mt_offload_file_read(path, b, sizeof b, 4096, NULL), -ENOENT);
+}
+
+/* ---- measurements ------------------------------------------------------ */
+
+Test(kernels, measure_functions_report)
+{
+    struct mt_measure m;
+    cr_assert_eq(mt_measure_q8(100000, 256, 2, &m), 0);
+    cr_assert_float_eq(m.bytes_per_value, mt_q8_bytes_per_value(256), 1e-3);
+    cr_assert_gt(m.gbps, 0);
+    cr_assert_gt(m.baseline_gbps, 0);
+    cr_assert_eq(mt_measure_adamw8(100000, 256, 2, &m), 0);
+    cr_assert_float_eq(m.aux, 2 * mt_q8_bytes_per_value(256), 1e-3);
+    cr_assert_eq(mt_measure_kv(MT_KV_KEYS, 256, 128, 2, 32, 2, &m), 0);
+    cr_assert_float_eq(m.bytes_per_value * 8, 3.0, 1e-9);
+    cr_assert_eq(mt_measure_latent(512, 128, 16, 1, &m), 0);
+    cr_assert_float_eq(m.bytes_after, 4.0 * (512 * 16 + 128 * 16), 1e-9);
+    cr_assert_eq(mt_measure_offload_pinned(1 << 20, 1 << 16, 2, &m), 0);
+    cr_assert_eq(m.max_abs_err, 0);
+    cr_assert_eq(mt_measure_offload_file(".", 1 << 20, 1 << 16, &m), 0);
+    cr_assert_eq(m.max_abs_err, 0);
+    cr_assert_eq(mt_measure_recompute(64, 64, 64, 2, &m), 0);
+    cr_assert_gt(m.aux, 0);
+    cr_assert_eq(mt_measure_q8(0, 256, 2, &m), -EINVAL);
+}
