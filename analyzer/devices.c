@@ -23,6 +23,7 @@ struct mt_gpu_block {
     uint8_t tag;
     uint8_t space;
     bool reserved, allocated;
+    bool framework, device_mem;
 };
 
 struct gb_table {
@@ -74,6 +75,8 @@ void mt_devices_free_stats(struct mt_device_stat *dev, size_t n)
     for (size_t i = 0; i < n; i++) {
         free(dev[i].phase_reserved);
         free(dev[i].phase_allocated);
+        free(dev[i].phase_reserved_all);
+        free(dev[i].phase_unaccounted);
         free(dev[i].cat_at_peak);
         free(dev[i].cat_peak);
         free(dev[i].oom);
@@ -92,14 +95,19 @@ static int device_index(struct mt_devices *d, uint32_t device, size_t nphase)
     if (!d->dev && !(d->dev = calloc(MT_DEVICE_MAX, sizeof *d->dev)))
         return -ENOMEM;
     struct mt_device_stat *s = &d->dev[d->ndev];
-    *s = (struct mt_device_stat){ .device = device };
+    *s = (struct mt_device_stat){ .device = device, .nphase_slots = nphase };
     s->phase_reserved = calloc(nphase, sizeof *s->phase_reserved);
     s->phase_allocated = calloc(nphase, sizeof *s->phase_allocated);
+    s->phase_reserved_all = calloc(nphase, sizeof *s->phase_reserved_all);
+    s->phase_unaccounted = calloc(nphase, sizeof *s->phase_unaccounted);
     s->cat_at_peak = calloc(MT_CAT_MAX, sizeof *s->cat_at_peak);
     s->cat_peak = calloc(MT_CAT_MAX, sizeof *s->cat_peak);
-    if (!s->phase_reserved || !s->phase_allocated || !s->cat_at_peak || !s->cat_peak) {
+    if (!s->phase_reserved || !s->phase_allocated || !s->phase_reserved_all || !s->phase_unaccounted ||
+        !s->cat_at_peak || !s->cat_peak) {
         free(s->phase_reserved);
         free(s->phase_allocated);
+        free(s->phase_reserved_all);
+        free(s->phase_unaccounted);
         free(s->cat_at_peak);
         free(s->cat_peak);
         return -ENOMEM;
@@ -141,6 +149,11 @@ static void device_peaks(struct mt_device_stat *s, const struct mt_gpu_ctx *c, u
 {
     gpu_peak(&s->reserved_peak, s->reserved_end, t, seq);
     gpu_peak(&s->phase_reserved[c->phase], s->reserved_end, t, seq);
+    gpu_peak(&s->reserved_all_peak, s->reserved_all_end, t, seq);
+    gpu_peak(&s->phase_reserved_all[c->phase], s->reserved_all_end, t, seq);
+    gpu_peak(&s->unaccounted_peak, s->unaccounted_end, t, seq);
+    gpu_peak(&s->phase_unaccounted[c->phase], s->unaccounted_end, t, seq);
+    gpu_peak(&s->total_peak, s->total_end, t, seq);
     if (s->allocated_source != MT_ALLOCATED_NONE) {
         gpu_peak(&s->allocated_peak, s->allocated_end, t, seq);
         gpu_peak(&s->phase_allocated[c->phase], s->allocated_end, t, seq);
@@ -148,6 +161,7 @@ static void device_peaks(struct mt_device_stat *s, const struct mt_gpu_ctx *c, u
     struct mt_step_device *e = step_entry(c, s->device);
     if (e) {
         gpu_peak(&e->reserved, s->reserved_end, t, seq);
+        gpu_peak(&e->reserved_all, s->reserved_all_end, t, seq);
         if (s->allocated_source != MT_ALLOCATED_NONE)
             gpu_peak(&e->allocated, s->allocated_end, t, seq);
     }
@@ -179,6 +193,69 @@ static int add_oom(struct mt_device_stat *s, const struct mt_record *rec, const 
     return 0;
 }
 
+/* What an allocation adds to its device's counters, and takes away. */
+static void put_in(struct mt_device_stat *s, const struct mt_gpu_block *b)
+{
+    s->space_end[b->space] += b->size;
+    if (s->space_end[b->space] > s->space_peak[b->space])
+        s->space_peak[b->space] = s->space_end[b->space];
+    if (b->reserved) {
+        s->reserved_all_end += b->size;
+        s->has_reserved = true;
+        if (b->framework) {
+            s->reserved_end += b->size;
+            s->has_framework_reserved = true;
+        }
+    }
+    if (b->allocated)
+        s->allocated_end += b->size;
+    if (b->device_mem) {
+        s->total_end += b->size;
+        if (!b->framework)
+            s->unaccounted_end += b->size;
+    }
+}
+
+static void take_out(struct mt_device_stat *s, const struct mt_gpu_block *b)
+{
+    s->space_end[b->space] -= b->size;
+    if (b->reserved) {
+        s->reserved_all_end -= b->size;
+        if (b->framework)
+            s->reserved_end -= b->size;
+    }
+    if (b->allocated)
+        s->allocated_end -= b->size;
+    if (b->device_mem) {
+        s->total_end -= b->size;
+        if (!b->framework)
+            s->unaccounted_end -= b->size;
+    }
+}
+
+void mt_devices_finish(struct mt_devices *d)
+{
+    for (size_t i = 0; i < d->ndev; i++) {
+        struct mt_device_stat *s = &d->dev[i];
+        if (s->has_framework) {
+            /* Reserved is the framework's own; none (its cudaMallocAsync
+             * backend keeps reservations in the driver's pool): unknown. */
+            s->has_reserved = s->has_framework_reserved;
+            continue;
+        }
+        s->reserved_peak = s->reserved_all_peak;
+        s->reserved_end = s->reserved_all_end;
+        memcpy(s->phase_reserved, s->phase_reserved_all, s->nphase_slots * sizeof *s->phase_reserved);
+    }
+}
+
+void mt_devices_fold_step(const struct mt_devices *d, struct mt_step_device *e)
+{
+    for (size_t i = 0; i < d->ndev; i++)
+        if (d->dev[i].device == e->device && !d->dev[i].has_framework)
+            e->reserved = e->reserved_all;
+}
+
 int mt_devices_record(struct mt_devices *d, const struct mt_record *rec, const struct mt_gpu_ctx *ctx,
                       struct mt_gpu_end *end)
 {
@@ -208,23 +285,14 @@ int mt_devices_record(struct mt_devices *d, const struct mt_record *rec, const s
         int rc = gb_insert(d->table, &b, &old);
         if (rc < 0)
             return rc;
-        if (rc == 1) { /* allocated again without a free: the old one ends */
-            s->space_end[old.space] -= old.size;
-            if (old.reserved)
-                s->reserved_end -= old.size;
-            if (old.allocated)
-                s->allocated_end -= old.size;
-        }
+        if (rc == 1) /* allocated again without a free: the old one ends */
+            take_out(s, &old);
         s->alloc_count++;
-        s->space_end[b.space] += b.size;
-        if (s->space_end[b.space] > s->space_peak[b.space])
-            s->space_peak[b.space] = s->space_end[b.space];
-        if (b.reserved) {
-            s->reserved_end += b.size;
-            s->has_reserved = true;
-        }
-        if (b.allocated)
-            s->allocated_end += b.size;
+        b.device_mem = b.space == MT_GPU_SPACE_DEVICE || b.space == MT_GPU_SPACE_PHYSICAL;
+        b.framework = b.device_mem && ctx->is_framework && ctx->is_framework(rec->stack_id, ctx->framework_arg) == 1;
+        if (b.framework)
+            s->has_framework = true;
+        put_in(s, &b);
         device_peaks(s, ctx, rec->time_ns, rec->seq);
         return 0;
     }
@@ -234,11 +302,7 @@ int mt_devices_record(struct mt_devices *d, const struct mt_record *rec, const s
         return 0;
     }
     s->free_count++;
-    s->space_end[b.space] -= b.size;
-    if (b.reserved)
-        s->reserved_end -= b.size;
-    if (b.allocated)
-        s->allocated_end -= b.size;
+    take_out(s, &b);
     *end = (struct mt_gpu_end){ .seq = b.seq, .inst = b.inst, .phase = b.phase, .tag = b.tag };
     return 1;
 }

@@ -56,11 +56,23 @@ struct mt_device_stat {
     uint32_t device;
     enum mt_alloc_source allocated_source;
     bool has_reserved;       /* any reserved allocation (else reserved is unknown) */
+    bool has_framework_reserved; /* ... of it by synchronous APIs */
+    bool has_framework;      /* device memory from a framework's allocator
+                                (its stack passes through it) was seen */
+    /* Reserved counts the framework allocator's device memory when there
+     * is any (what it calls reserved), else all of it (_all, folded into
+     * the plain fields by mt_devices_finish). Unaccounted: device memory
+     * (any API) not from the framework's allocator (libraries' workspaces,
+     * NCCL); total: all device memory. */
+    struct mt_gpu_peak reserved_all_peak, unaccounted_peak, total_peak;
+    uint64_t reserved_all_end, unaccounted_end, total_end;
+    struct mt_gpu_peak *phase_reserved_all, *phase_unaccounted;
     struct mt_gpu_peak reserved_peak, allocated_peak;
     uint64_t reserved_end, allocated_end;
     uint64_t space_peak[MT_GPU_SPACE_COUNT], space_end[MT_GPU_SPACE_COUNT];
     uint64_t alloc_count, free_count, unmatched_frees;
     struct mt_gpu_peak *phase_reserved, *phase_allocated; /* per phase */
+    size_t nphase_slots;     /* length of the per-phase arrays */
     uint64_t *cat_at_peak;   /* per category, at the allocated peak (or
                                 the reserved one without allocated) */
     uint64_t *cat_peak;      /* per category: most bytes live at once */
@@ -72,7 +84,7 @@ struct mt_device_stat {
 struct mt_step_device {
     uint32_t device;
     unsigned phase;          /* index into the phases' list */
-    struct mt_gpu_peak reserved, allocated;
+    struct mt_gpu_peak reserved, allocated, reserved_all;
 };
 
 /* The key of a GPU allocation in the tables (space, device, address). */
@@ -89,6 +101,10 @@ struct mt_gpu_ctx {
     struct mt_step_device **step_dev; /* the current step's list */
     size_t *nstep_dev;
     size_t nphase_max;               /* size of the per-phase arrays */
+    /* 1 when an allocation's stack passes through a framework's allocator
+     * (NULL: never) */
+    int (*is_framework)(uint64_t stack_id, void *arg);
+    void *framework_arg;
 };
 
 /* A GPU allocation whose life ended (for its category). */
@@ -119,6 +135,11 @@ int mt_devices_phase(struct mt_devices *d, const struct mt_gpu_ctx *ctx, uint64_
 /* A GPU TAG: the live TENSOR or DEVICE allocation at addr gets tag
  * (category + 1). false when none is live there. */
 bool mt_devices_tag(struct mt_devices *d, uint64_t addr, uint8_t tag);
+/* After the pass: a device without framework allocations reports all its
+ * device memory as reserved. Step entries are the caller's: fold them
+ * with mt_devices_fold_step. */
+void mt_devices_finish(struct mt_devices *d);
+void mt_devices_fold_step(const struct mt_devices *d, struct mt_step_device *e);
 /* At the end of the pass: allocations still live, one call each. */
 void mt_devices_each_live(struct mt_devices *d, void (*fn)(const struct mt_gpu_end *, void *), void *arg);
 /* Whether a GPU ALLOC of this api and space counts as reserved, allocated

@@ -44,6 +44,9 @@ static bool add_device_json(cJSON *arr, const struct mt_phases *p, const struct 
               mt_json_add_u64(x, "reserved_end_bytes", d->reserved_end) &&
               (has_alloc ? mt_json_add_u64(x, "allocated_end_bytes", d->allocated_end) != NULL
                          : cJSON_AddNullToObject(x, "allocated_end_bytes") != NULL) &&
+              add_gpu_peak(x, "unaccounted_peak_bytes", &d->unaccounted_peak, d->has_framework) &&
+              add_gpu_peak(x, "device_memory_peak_bytes", &d->total_peak, d->total_peak.bytes > 0) &&
+              cJSON_AddBoolToObject(x, "framework_allocator_seen", d->has_framework) &&
               mt_json_add_u64(x, "alloc_count", d->alloc_count) && mt_json_add_u64(x, "free_count", d->free_count) &&
               mt_json_add_u64(x, "unmatched_free_count", d->unmatched_frees);
     cJSON *sp = ok ? cJSON_AddObjectToObject(x, "spaces") : NULL;
@@ -61,7 +64,8 @@ static bool add_device_json(cJSON *arr, const struct mt_phases *p, const struct 
             continue;
         cJSON *y = cJSON_AddObjectToObject(ph, p->phase[i].name);
         ok = y && add_gpu_peak(y, "reserved_peak_bytes", &d->phase_reserved[i], d->has_reserved) &&
-             add_gpu_peak(y, "allocated_peak_bytes", &d->phase_allocated[i], has_alloc);
+             add_gpu_peak(y, "allocated_peak_bytes", &d->phase_allocated[i], has_alloc) &&
+             add_gpu_peak(y, "unaccounted_peak_bytes", &d->phase_unaccounted[i], d->has_framework);
     }
     cJSON *cat = ok ? cJSON_AddObjectToObject(x, "categories_at_peak") : NULL;
     ok = cat && add_categories(cat, p, d->cat_at_peak);
@@ -229,6 +233,11 @@ static void print_device(FILE *f, const struct mt_phases *p, const struct mt_dev
     fprintf(f, "\nGPU %u: reserved peak %s, allocated peak %s%s%s%s\n", d->device, a, b,
             has_alloc ? " (from " : " (no per-tensor events)", has_alloc ? mt_alloc_source_name(d->allocated_source) : "",
             has_alloc ? ")" : "");
+    if (d->has_framework) {
+        gpu_cell(&d->unaccounted_peak, true, a, sizeof a);
+        gpu_cell(&d->total_peak, true, b, sizeof b);
+        fprintf(f, "    outside the framework's allocator: peak %s (device memory in all: peak %s)\n", a, b);
+    }
     fprintf(f, "    %-18s %12s %12s\n", "phase", "reserved", "allocated");
     for (size_t i = 0; i < p->nphase; i++) {
         if (!d->phase_reserved[i].seq && !d->phase_allocated[i].seq)

@@ -84,6 +84,8 @@ struct ph_state {
     size_t ncat_seq;
     struct mt_devices devs;
     bool cat_failed;
+    int (*is_framework)(uint64_t stack_id, void *arg);
+    void *framework_arg;
 };
 
 static const char *const fixed_names[MT_CAT_FIXED] = {
@@ -165,6 +167,7 @@ static struct mt_gpu_ctx gpu_ctx(struct ph_state *s)
         .phase = s->cur, .inst = s->inst, .step = s->cur_step,
         .step_dev = st ? &st->dev : NULL, .nstep_dev = st ? &st->ndev : NULL,
         .nphase_max = MT_PHASE_MAX,
+        .is_framework = s->is_framework, .framework_arg = s->framework_arg,
     };
 }
 
@@ -585,8 +588,14 @@ static int sort_modules_cmp(const void *a, const void *b)
 
 int mt_phases_compute(const char *path, struct mt_phases *out, struct mt_error *err)
 {
+    return mt_phases_compute_ex(path, NULL, NULL, out, err);
+}
+
+int mt_phases_compute_ex(const char *path, int (*is_framework)(uint64_t stack_id, void *arg), void *arg,
+                         struct mt_phases *out, struct mt_error *err)
+{
     memset(out, 0, sizeof *out);
-    struct ph_state s = { .out = out, .cur_step = -1 };
+    struct ph_state s = { .out = out, .cur_step = -1, .is_framework = is_framework, .framework_arg = arg };
     pb_init(&s.blocks);
     mt_devices_init(&s.devs);
     int rc = -ENOMEM;
@@ -629,6 +638,10 @@ int mt_phases_compute(const char *path, struct mt_phases *out, struct mt_error *
             goto nomem;
     }
     mt_devices_each_live(&s.devs, gpu_live_at_end, &s);
+    mt_devices_finish(&s.devs);
+    for (size_t i = 0; i < out->nstep; i++)
+        for (size_t k = 0; k < out->step[i].ndev; k++)
+            mt_devices_fold_step(&s.devs, &out->step[i].dev[k]);
     if (s.cat_failed)
         goto nomem;
     out->dev = s.devs.dev;

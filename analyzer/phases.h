@@ -105,6 +105,10 @@ struct mt_phases {
 /* Runs the two passes over path. 0 and *out, or a negative errno-style
  * code and err (-ENOMEM, or the reader's). */
 int mt_phases_compute(const char *path, struct mt_phases *out, struct mt_error *err);
+/* The same, with a classifier of GPU allocation stacks (devices.h:
+ * framework allocations are what the report calls reserved). */
+int mt_phases_compute_ex(const char *path, int (*is_framework)(uint64_t stack_id, void *arg), void *arg,
+                         struct mt_phases *out, struct mt_error *err);
 void mt_phases_destroy(struct mt_phases *p);
 
 #endif

@@ -291,6 +291,33 @@ static int resolve_site(const struct mt_sites *s, struct mt_symbolizer *sym,
 
 /* Picks the sites of every list (top each), resolves their stacks and
  * stores them in rep. 0 or -ENOMEM. */
+/* Whether a GPU allocation's stack passes through a framework's caching
+ * allocator (PyTorch's lives in libc10_cuda): that memory is what the
+ * framework calls reserved; the rest of the device memory (libraries'
+ * workspaces, NCCL) it does not account for. Needs the module map (not
+ * with --no-symbols: then no allocation is the framework's). */
+struct framework_ctx {
+    const struct mt_sites *sites;
+    const struct mt_symbolizer *sym;
+};
+
+static int framework_stack(uint64_t stack_id, void *arg)
+{
+    const struct framework_ctx *c = arg;
+    if (!c->sym || !stack_id)
+        return 0;
+    uint64_t ips[MT_MAX_FRAMES];
+    unsigned n = mt_sites_frames(c->sites, stack_id, ips, MT_MAX_FRAMES);
+    for (unsigned i = 0; i < n; i++) {
+        const char *path = mt_symbolizer_module_path(c->sym, ips[i]);
+        const char *base = path ? strrchr(path, '/') : NULL;
+        base = base ? base + 1 : path;
+        if (base && !strncmp(base, "libc10_cuda", 11))
+            return 1;
+    }
+    return 0;
+}
+
 /* The stacks of the GPU OOM events, resolved like sites' (kept whole). */
 static int resolve_ooms(struct mt_phases *p, const struct mt_sites *s, struct mt_symbolizer *sym)
 {
@@ -547,7 +574,8 @@ int mt_report_compute_opts(const char *path, const struct mt_report_opts *opts,
     if ((rc = build_lists(&rep, &sites, sym, opts->top)) < 0)
         goto nomem;
     if (rep.marks || rep.gpu_events) {
-        if ((rc = mt_phases_compute(path, &rep.phases, err)) < 0)
+        struct framework_ctx fc = { &sites, sym };
+        if ((rc = mt_phases_compute_ex(path, framework_stack, &fc, &rep.phases, err)) < 0)
             goto out;
         rep.has_phases = true;
         if ((rc = resolve_ooms(&rep.phases, &sites, sym)) < 0)

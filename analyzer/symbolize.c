@@ -366,6 +366,12 @@ static uint32_t find_module(const struct mt_symbolizer *s, uint64_t addr)
     return NO_MODULE_IDX;
 }
 
+const char *mt_symbolizer_module_path(const struct mt_symbolizer *s, uint64_t ip)
+{
+    uint32_t m = find_module(s, ip);
+    return m == NO_MODULE_IDX ? NULL : s->mods[m].path;
+}
+
 static bool same_module(const struct module *m, const char *path, size_t path_len, uint64_t bias,
                         const uint64_t (*segs)[2], uint32_t nsegs, const uint8_t *build_id,
                         uint32_t build_id_len)

@@ -75,6 +75,10 @@ int mt_symbolizer_add_module(struct mt_symbolizer *s, const char *path, size_t p
 unsigned mt_symbolize(struct mt_symbolizer *s, uint64_t ip, bool exact, struct mt_frame_info *frames,
                       unsigned max);
 
+/* The path of the recorded module that holds ip, or NULL: a lookup in the
+ * module map only, nothing is opened. */
+const char *mt_symbolizer_module_path(const struct mt_symbolizer *s, uint64_t ip);
+
 /* Counts for the report: distinct addresses asked (cache misses: distinct
  * module, ip and exact), and how many of them could not be resolved, per
  * status (unresolved[MT_FRAME_OK] stays 0). Either pointer may be NULL. */

@@ -17,7 +17,7 @@ Output (one line each):
 GPU switches (--device cuda): --checkpoint (activation checkpointing of
 each block), --bf16 (autocast to bfloat16), --alloc-backend
 cudaMallocAsync and --expandable-segments (PyTorch's allocator settings,
-set before CUDA starts). --cuda-phase-stats also prints, per step and
+put into PYTORCH_CUDA_ALLOC_CONF before torch is imported). --cuda-phase-stats also prints, per step and
 phase, the peaks PyTorch itself measured:
     cuda_phase STEP PHASE reserved_peak R allocated_peak A
 with phases as memtrace marks them: forward from the model call to the
@@ -34,6 +34,30 @@ import math  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+
+
+def _allocator_conf(argv):
+    """PYTORCH_CUDA_ALLOC_CONF for --alloc-backend/--expandable-segments.
+
+    PyTorch reads the backend when it is imported, so this runs before the
+    import (the argument parser checks the values later)."""
+    conf = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("--alloc-backend="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--alloc-backend" and i + 1 < len(argv):
+            value = argv[i + 1]
+        else:
+            value = None
+        if value and value != "native":
+            conf.append("backend:" + value)
+        if arg == "--expandable-segments":
+            conf.append("expandable_segments:True")
+    return ",".join(conf)
+
+
+if __name__ == "__main__" and _allocator_conf(sys.argv[1:]):
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = _allocator_conf(sys.argv[1:])
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
@@ -177,13 +201,6 @@ def main(argv=None):
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
-    conf = []
-    if a.alloc_backend != "native":
-        conf.append("backend:" + a.alloc_backend)
-    if a.expandable_segments:
-        conf.append("expandable_segments:True")
-    if conf:  # read when CUDA starts, which has not happened yet
-        os.environ["PYTORCH_CUDA_ALLOC_CONF"] = ",".join(conf)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("train_gpt.py: CUDA is not available", file=sys.stderr)
         return 2
