@@ -11,7 +11,9 @@
 #   `optimizer_state` tags, each naming a heap block the reader found
 #   (the storage's data pointer is the start of the malloc'd block), module
 #   scopes such as blocks.0.mlp.fc1 in forward and in backward, and as many
-#   pops as pushes.
+#   pops as pushes;
+# - the report's categories: parameters and gradients equal the model's
+#   parameter bytes and optimizer_state twice that, each within 1%.
 # Also: MEMTRACE_TORCH=0 leaves the trace without marks, and a Python
 # program that never imports torch runs unchanged, with the package loaded
 # (under its private name, sys.path untouched) and no marks.
@@ -198,6 +200,43 @@ EOF
 }
 check "LD_PRELOAD" "$tmp/preload.dump"
 check "memtrace run" "$tmp/launcher.dump"
+
+# The breakdown the report gives (issue 4's acceptance): parameters equal
+# the model's parameter bytes, gradients the same, optimizer_state twice
+# that (AdamW's two moments) plus its step counters, each within 1%; the
+# phases and steps are there.
+breakdown() { # NAME TRACE
+    "$memtrace" report --json --no-symbols "$2" >"$tmp/$1.json" 2>"$tmp/$1.json-err" ||
+        { fail "report of $2: $(cat "$tmp/$1.json-err")"; return; }
+    "$python" - "$1" "$tmp/$1.json" "$tmp/native.out" "$steps" <<'EOF' || failed=1
+import json, sys
+name, report, native, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+param_bytes = int([l.split()[3] for l in open(native) if l.startswith("params ")][0])
+d = json.load(open(report))
+cat = {k: v["peak_bytes"] for k, v in d["categories"].items()}
+problems = []
+for key, want in (("parameters", param_bytes), ("gradients", param_bytes),
+                  ("optimizer_state", 2 * param_bytes)):
+    if abs(cat[key] - want) > 0.01 * want:
+        problems.append("%s %d, expected %d (1%%)" % (key, cat[key], want))
+if cat["activations"] <= 0:
+    problems.append("no activations")
+for ph in ("forward", "backward", "optimizer"):
+    if d["phases"].get(ph, {}).get("peak_bytes", 0) <= cat["parameters"]:
+        problems.append("phase %s: peak %s" % (ph, d["phases"].get(ph)))
+if len(d["steps"]) != steps:
+    problems.append("%d steps" % len(d["steps"]))
+if not any(m["path"].startswith("blocks.0") for m in d["modules"]):
+    problems.append("no module blocks.0*")
+for p in problems:
+    print("FAIL: %s: %s" % (name, p))
+print("%s: parameters %d gradients %d optimizer_state %d (param_bytes %d)"
+      % (name, cat["parameters"], cat["gradients"], cat["optimizer_state"], param_bytes))
+sys.exit(1 if problems else 0)
+EOF
+}
+breakdown preload "$tmp/preload.bin"
+breakdown launcher "$tmp/launcher.bin"
 if grep -q ' mark ' "$tmp/off.dump"; then
     fail "MEMTRACE_TORCH=0: the trace has marks:"
     grep ' mark ' "$tmp/off.dump" | head -5 | sed 's/^/    /'
