@@ -109,13 +109,20 @@ MT_HD int mt_kv_group_params(float mn, float mx, unsigned levels, uint16_t *ret_
     return 0;
 }
 
-/* The code of x in a group (before packing). s == 0 only when the whole
- * group equals z exactly. */
-MT_HD float mt_kv_code(float x, float z, float s, float levels)
+/* The divisor for a group of scale s: s, or 1 when s == 0 (which happens
+ * only when the whole group equals z exactly, and every code is then 0). */
+MT_HD float mt_kv_divisor(float s)
 {
-    float y = (x - z) / (s > 0.0f ? s : 1.0f);
-    y = rintf(y);
-    return y < 0.0f ? 0.0f : (y > levels ? levels : y);
+    return s > 0.0f ? s : 1.0f;
+}
+
+/* The code of x in a group (before packing), d = mt_kv_divisor(s). The
+ * clamp is on integers so that the C loops vectorize without branches. */
+MT_HD int mt_kv_code(float x, float z, float d, int levels)
+{
+    int q = (int)rintf((x - z) / d);
+    q = q < 0 ? 0 : q;
+    return q > levels ? levels : q;
 }
 
 #endif

@@ -99,11 +99,12 @@ MTI_INLINE int any_nonfinite(const float *x, size_t n)
     return bad != 0;
 }
 
-MTI_INLINE void row_codes(const float *x, const float *z, const float *s, size_t n, float levels,
+/* d: the divisors (mt_kv_divisor of each scale). */
+MTI_INLINE void row_codes(const float *x, const float *z, const float *d, size_t n, int levels,
                           uint8_t *c)
 {
     for (size_t i = 0; i < n; i++)
-        c[i] = (uint8_t)mt_kv_code(x[i], z[i], s[i], levels);
+        c[i] = (uint8_t)mt_kv_code(x[i], z[i], d[i], levels);
 }
 
 MTI_INLINE void minmax(const float *x, size_t n, float *ret_mn, float *ret_mx)
@@ -154,8 +155,10 @@ MTI_INLINE int kvq_body(enum mt_kv_kind kind, const float *x, size_t T, size_t C
                 if (mt_kv_group_params(mn[c], mx[c], (unsigned)levels, &mt[2 * c], &mt[2 * c + 1],
                                        &z[c], &s[c]))
                     return -ERANGE;
+            for (size_t c = 0; c < C; c++)
+                s[c] = mt_kv_divisor(s[c]);
             for (size_t t = 0; t < G; t++) {
-                row_codes(x0 + t * C, z, s, C, levels, rc);
+                row_codes(x0 + t * C, z, s, C, (int)levels, rc);
                 pack_row(rc, C, bits, codes + (tg * G + t) * row_bytes);
             }
         }
@@ -173,10 +176,10 @@ MTI_INLINE int kvq_body(enum mt_kv_kind kind, const float *x, size_t T, size_t C
                     return -ERANGE;
                 for (size_t i = 0; i < G; i++) {
                     z[g * G + i] = zg;
-                    s[g * G + i] = sg;
+                    s[g * G + i] = mt_kv_divisor(sg);
                 }
             }
-            row_codes(xr, z, s, C, levels, rc);
+            row_codes(xr, z, s, C, (int)levels, rc);
             pack_row(rc, C, bits, codes + t * row_bytes);
         }
     }

@@ -343,7 +343,7 @@ __global__ void kv_values_warp(const float *x, size_t n, size_t C, unsigned bits
             meta[2 * grp] = zh;
             meta[2 * grp + 1] = sh;
         }
-        unsigned code = (unsigned)mt_kv_code(xv, z, s, levels);
+        unsigned code = (unsigned)mt_kv_code(xv, z, mt_kv_divisor(s), (int)levels);
         pack_store(code, bits, codes, i, valid);
     }
     (void)C;
@@ -371,7 +371,7 @@ __global__ void kv_values_any(const float *x, size_t groups, unsigned bits, size
         for (size_t i = 0; i < G; i += per) {
             unsigned byte = 0;
             for (unsigned j = 0; j < per; j++)
-                byte |= (unsigned)mt_kv_code(xg[i + j], z, s, levels) << (j * bits);
+                byte |= (unsigned)mt_kv_code(xg[i + j], z, mt_kv_divisor(s), (int)levels) << (j * bits);
             codes[(gi * G + i) / per] = (uint8_t)byte;
         }
     }
@@ -401,7 +401,7 @@ __global__ void kv_keys(const float *x, size_t C, unsigned bits, size_t G, uint8
     }
     for (size_t t = 0; t < G; t++) {
         float v = valid ? x0[t * C + c] : 0.0f;
-        unsigned code = (unsigned)mt_kv_code(v, z, s, levels);
+        unsigned code = (unsigned)mt_kv_code(v, z, mt_kv_divisor(s), (int)levels);
         pack_store(code, bits, codes, (tg * G + t) * C + c, valid);
     }
 }
