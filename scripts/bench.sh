@@ -7,7 +7,9 @@
 # Workloads:
 #   (a) malloc-bench, default call depth (3 frames at each malloc)
 #   (b) malloc-bench --depth 40
-#   (c) examples/train_gpt.py (PyTorch, CPU)
+#   (c) examples/train_gpt.py (PyTorch, CPU), also under memtrace with its
+#       PyTorch integration off (memtrace-nophases: MEMTRACE_TORCH=0), which
+#       gives the cost of the automatic phase detection
 # each run natively, under `memtrace run -o FILE --` and under
 # `heaptrack -o FILE`, R times (default 3); the tables show medians.
 # A column is skipped, with a note, when its tool is missing.
@@ -118,6 +120,12 @@ ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f\n", a / b }'
 }
 
+# pct A B: A against B as a signed percentage ("+1.3%").
+pct() {
+    if [ "$1" = - ] || [ "$2" = - ]; then echo -; return; fi
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%+.1f%%\n", (a / b - 1) * 100 }'
+}
+
 # div A B [FMT]
 div() {
     if [ "$1" = - ] || [ "$2" = - ]; then echo -; return; fi
@@ -132,6 +140,7 @@ run_under() {
     case $tool in
         native) "$@" ;;
         memtrace) "$memtrace" run -o "$dir/trace.bin" -- "$@" ;;
+        memtrace-nophases) MEMTRACE_TORCH=0 "$memtrace" run -o "$dir/trace.bin" -- "$@" ;;
         heaptrack) heaptrack -o "$dir/heaptrack" "$@" ;;
     esac
 }
@@ -269,7 +278,11 @@ if [ "$use_trainer" = 1 ]; then
     targs=(examples/train_gpt.py)
     [ -z "$steps" ] || targs+=(--steps "$steps")
     metric_key=time_per_step_ms metric2_key=startup_s
-    for tool in "${tools[@]}"; do
+    tr_tools=("${tools[@]}")
+    # memtrace with its PyTorch integration (phases, scopes, tags) switched
+    # off: what the automatic phase detection costs.
+    [[ " ${tools[*]} " != *" memtrace "* ]] || tr_tools+=(memtrace-nophases)
+    for tool in "${tr_tools[@]}"; do
         measure trainer "$tool" "$python" "${targs[@]}"
         res[c,$tool,step]=$m_metric
         res[c,$tool,startup]=$m_metric2
@@ -278,7 +291,10 @@ if [ "$use_trainer" = 1 ]; then
         res[c,$tool,fail]=$m_fail
         [ "$tool" != native ] || res[c,$tool,bytes]=-
     done
-    for tool in "${tools[@]}"; do
+    if [ -n "${res[c,memtrace-nophases,step]:-}" ]; then
+        notes+=("phase detection (PyTorch integration) per step: memtrace ${res[c,memtrace,step]} ms against memtrace-nophases ${res[c,memtrace-nophases,step]} ms: $(pct "${res[c,memtrace,step]}" "${res[c,memtrace-nophases,step]}")")
+    fi
+    for tool in "${tr_tools[@]}"; do
         flag=""
         [ "${res[c,$tool,fail]}" = 0 ] || flag=" (some runs failed)"
         b=${res[c,$tool,bytes]}
@@ -315,10 +331,10 @@ for row in "${mb_rows[@]}"; do
 done
 if [ ${#tr_rows[@]} -gt 0 ]; then
     echo
-    printf '%-28s %-10s %10s %9s %10s %8s %9s %9s\n' workload tool step-ms x-native startup-s wall-s x-native trace-MB
+    printf '%-28s %-18s %10s %9s %10s %8s %9s %9s\n' workload tool step-ms x-native startup-s wall-s x-native trace-MB
     for row in "${tr_rows[@]}"; do
         IFS='|' read -r a b c d e f g h <<<"$row"
-        printf '%-28s %-10s %10s %9s %10s %8s %9s %9s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h"
+        printf '%-28s %-18s %10s %9s %10s %8s %9s %9s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h"
     done
 fi
 for n in "${notes[@]}"; do
