@@ -43,7 +43,7 @@ struct gb_table {
 
 bool mt_gpu_is_reserved(unsigned api, unsigned space)
 {
-    if (space == MT_GPU_SPACE_PHYSICAL)
+    if (space == MT_GPU_SPACE_PHYSICAL || space == MT_GPU_SPACE_POOL)
         return true;
     return space == MT_GPU_SPACE_DEVICE && api != MT_GPU_API_MEM_ALLOC_ASYNC &&
            api != MT_GPU_API_MEM_ALLOC_FROM_POOL_ASYNC && api != MT_GPU_API_CUDA_MALLOC_ASYNC;
@@ -186,7 +186,8 @@ static int add_oom(struct mt_device_stat *s, const struct mt_record *rec, const 
     s->oom[n] = (struct mt_oom_event){
         .time_ns = rec->time_ns, .seq = rec->seq, .size = rec->size, .api = rec->api,
         .space = rec->space, .result = rec->result, .stack_id = rec->stack_id,
-        .reserved_bytes = s->reserved_end, .allocated_bytes = s->allocated_end,
+        .reserved_bytes = s->reserved_end, .reserved_all_bytes = s->reserved_all_end,
+        .allocated_bytes = s->allocated_end,
         .phase = c->phase, .step = c->step,
     };
     s->noom = n + 1;
@@ -245,6 +246,8 @@ void mt_devices_finish(struct mt_devices *d)
         }
         s->reserved_peak = s->reserved_all_peak;
         s->reserved_end = s->reserved_all_end;
+        for (size_t k = 0; k < s->noom; k++)
+            s->oom[k].reserved_bytes = s->oom[k].reserved_all_bytes;
         memcpy(s->phase_reserved, s->phase_reserved_all, s->nphase_slots * sizeof *s->phase_reserved);
     }
 }
@@ -282,14 +285,16 @@ int mt_devices_record(struct mt_devices *d, const struct mt_record *rec, const s
             .reserved = mt_gpu_is_reserved(rec->api, rec->space),
             .allocated = mt_gpu_is_allocated(rec->api, rec->space, s->allocated_source),
         }, old;
+        /* Device memory: what the driver reserved for the program (stream-
+         * ordered allocations live inside their pool's reservation). */
+        b.device_mem = b.reserved;
+        b.framework = b.device_mem && ctx->is_framework && ctx->is_framework(rec->stack_id, ctx->framework_arg) == 1;
         int rc = gb_insert(d->table, &b, &old);
         if (rc < 0)
             return rc;
         if (rc == 1) /* allocated again without a free: the old one ends */
             take_out(s, &old);
         s->alloc_count++;
-        b.device_mem = b.space == MT_GPU_SPACE_DEVICE || b.space == MT_GPU_SPACE_PHYSICAL;
-        b.framework = b.device_mem && ctx->is_framework && ctx->is_framework(rec->stack_id, ctx->framework_arg) == 1;
         if (b.framework)
             s->has_framework = true;
         put_in(s, &b);
@@ -340,6 +345,7 @@ const char *mt_gpu_space_name(unsigned space)
 {
     static const char *const names[MT_GPU_SPACE_COUNT] = {
         "device", "host_pinned", "managed", "registered", "address_range", "physical", "mapped", "tensor",
+        "pool",
     };
     return space < MT_GPU_SPACE_COUNT ? names[space] : "unknown";
 }
@@ -353,7 +359,7 @@ const char *mt_gpu_api_name(unsigned api)
         "cuMemRelease", "cuMemMap", "cuMemUnmap", "cuMemAllocAsync", "cuMemFreeAsync",
         "cuMemAllocFromPoolAsync", "cudaMalloc", "cudaFree", "cudaMallocAsync", "cudaFreeAsync",
         "cudaMallocManaged", "cudaMallocHost", "cudaHostAlloc", "cudaFreeHost", "cudaMallocPitch",
-        "torch",
+        "torch", "cuMemPoolGetAttribute",
     };
     return api < MT_GPU_API_COUNT ? names[api] : "unknown";
 }

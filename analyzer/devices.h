@@ -4,7 +4,8 @@
  * Reserved bytes are what the driver handed out as device memory to the
  * program's allocator: DEVICE allocations made by the synchronous APIs
  * (cuMemAlloc, cudaMalloc: PyTorch's caching allocator takes its segments
- * this way) plus PHYSICAL memory (cuMemCreate: expandable segments).
+ * this way), PHYSICAL memory (cuMemCreate: expandable segments) and what
+ * stream-ordered pools hold (POOL: PyTorch's cudaMallocAsync backend).
  * Allocated bytes are per-tensor: TENSOR records when a framework sent
  * them, else the DEVICE allocations of the stream-ordered APIs
  * (cuMemAllocAsync, cudaMallocAsync: one per tensor under PyTorch's
@@ -48,6 +49,7 @@ struct mt_oom_event {
     uint64_t result;     /* the error code returned */
     uint64_t stack_id;
     uint64_t reserved_bytes, allocated_bytes; /* live on the device then */
+    uint64_t reserved_all_bytes; /* (reserved_bytes before mt_devices_finish) */
     unsigned phase;      /* index into the phases' list */
     long step;           /* index into the steps' list, -1 before any */
 };

@@ -77,9 +77,40 @@ int mt_find_library(char *out, size_t size)
     return is_file(out) ? 0 : -ENOENT;
 }
 
+/* PyTorch's allocator settings with the backend set to cudaMallocAsync:
+ * old's comma-separated options without any backend one, then the new
+ * backend. 0, or -1 when it does not fit in n bytes. */
+static int torch_alloc_conf(const char *old, char *out, size_t n)
+{
+    size_t len = 0;
+    out[0] = 0;
+    while (old && *old) {
+        size_t k = strcspn(old, ",");
+        const char *opt = old;
+        old += k + (old[k] == ',');
+        while (k && (*opt == ' ' || *opt == '\t')) {
+            opt++;
+            k--;
+        }
+        if (!k || !strncmp(opt, "backend:", 8) || !strncmp(opt, "backend :", 9))
+            continue;
+        if (len + k + 1 >= n)
+            return -1;
+        memcpy(out + len, opt, k);
+        len += k;
+        out[len++] = ',';
+        out[len] = 0;
+    }
+    static const char backend[] = "backend:cudaMallocAsync";
+    if (len + sizeof backend > n)
+        return -1;
+    memcpy(out + len, backend, sizeof backend);
+    return 0;
+}
+
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: memtrace run [-o FILE] [--no-follow] [--no-pack] [--] CMD [ARGS...]\n"
+    fprintf(f, "Usage: memtrace run [-o FILE] [--no-follow] [--no-pack] [--torch-allocated] [--] CMD [ARGS...]\n"
                "\n"
                "Runs CMD with libmemtrace.so preloaded and records every allocation.\n"
                "CMD's output, exit code and signals pass through unchanged.\n"
@@ -89,6 +120,11 @@ static void usage(FILE *f)
                "                     FILE with their pid inserted: trace.bin -> trace.<pid>.bin\n"
                "      --no-follow    do not trace children and exec'd programs\n"
                "      --no-pack      leave the traces uncompressed (see `memtrace pack`)\n"
+               "      --torch-allocated  switch PyTorch's CUDA allocator to its cudaMallocAsync\n"
+               "                     backend (PYTORCH_CUDA_ALLOC_CONF backend:cudaMallocAsync),\n"
+               "                     so every tensor is a driver allocation and the report\n"
+               "                     has per-tensor (allocated) GPU numbers beside reserved;\n"
+               "                     the run then uses that allocator (docs/PHASES.md)\n"
                "  -q, --quiet        print nothing of memtrace's own when the command ends\n"
                "  -h, --help         this text\n");
 }
@@ -156,12 +192,13 @@ int mt_run_main(int argc, char **argv)
         { "output", required_argument, NULL, 'o' },
         { "no-follow", no_argument, NULL, 'F' },
         { "no-pack", no_argument, NULL, 'P' },
+        { "torch-allocated", no_argument, NULL, 'T' },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *output = NULL;
-    bool follow = true, pack = true, quiet = false;
+    bool follow = true, pack = true, quiet = false, torch_allocated = false;
     int c;
     opterr = 0;
     /* '+': stop at the first non-option, which starts the command. */
@@ -175,6 +212,9 @@ int mt_run_main(int argc, char **argv)
             break;
         case 'P':
             pack = false;
+            break;
+        case 'T':
+            torch_allocated = true;
             break;
         case 'q':
             quiet = true;
@@ -196,6 +236,11 @@ int mt_run_main(int argc, char **argv)
         return 2;
     }
     char **cmd = argv + optind;
+    char alloc_conf[4096];
+    if (torch_allocated && torch_alloc_conf(getenv("PYTORCH_CUDA_ALLOC_CONF"), alloc_conf, sizeof alloc_conf) < 0) {
+        fprintf(stderr, "memtrace run: PYTORCH_CUDA_ALLOC_CONF is too long to add the backend to\n");
+        return 2;
+    }
 
     char lib[PATH_MAX];
     if (mt_find_library(lib, sizeof(lib)) < 0) {
@@ -274,6 +319,8 @@ int mt_run_main(int argc, char **argv)
         setenv("MEMTRACE_OUTPUT", out_abs, 1);
         setenv("MEMTRACE_FOLLOW", follow ? "1" : "0", 1);
         unsetenv("MEMTRACE_SESSION");
+        if (torch_allocated)
+            setenv("PYTORCH_CUDA_ALLOC_CONF", alloc_conf, 1);
         execvp(cmd[0], cmd);
         int e = errno;
         fprintf(stderr, "memtrace run: cannot run '%s': %s\n", cmd[0], strerror(e));

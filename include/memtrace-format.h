@@ -318,6 +318,10 @@ enum mt_gpu_space {
     MT_GPU_SPACE_PHYSICAL = 5,   /* cuMemCreate: memory, addr is the handle */
     MT_GPU_SPACE_MAPPED = 6,     /* cuMemMap: a VA range backed by PHYSICAL */
     MT_GPU_SPACE_TENSOR = 7,     /* a framework's per-tensor allocation */
+    MT_GPU_SPACE_POOL = 8,       /* what a stream-ordered pool holds: addr is
+                                    the pool, size its reserved bytes; a
+                                    change is a FREE of the old amount and an
+                                    ALLOC of the new one */
     MT_GPU_SPACE_COUNT
 };
 
@@ -352,6 +356,8 @@ enum mt_gpu_api {
     MT_GPU_API_CUDA_FREE_HOST = 26,
     MT_GPU_API_CUDA_MALLOC_PITCH = 27,
     MT_GPU_API_TORCH = 28,           /* PyTorch's caching allocator (TENSOR) */
+    MT_GPU_API_MEM_POOL = 29,        /* a pool's reserved bytes (POOL), read
+                                        with cuMemPoolGetAttribute */
     MT_GPU_API_COUNT
 };
 

@@ -679,12 +679,90 @@ static CUresult impl_UNMAP(unsigned e, unsigned slot, P_UNMAP)
     return r;
 }
 
+/* ---- stream-ordered pools ---------------------------------------------------
+ *
+ * A pool reserves device memory inside the driver, out of sight of any
+ * call: the bytes a stream-ordered allocator holds (what PyTorch's
+ * cudaMallocAsync backend calls reserved) are read from the pool
+ * (CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT) after each stream-ordered
+ * allocation and free, and a change is written as a FREE of the old amount
+ * and an ALLOC of the new one in space POOL (address: the pool). The pool
+ * grows only inside an allocation, so its peak is seen exactly; it shrinks
+ * when trimmed, which is seen at the next free. */
+
+#define POOL_ATTR_RESERVED_MEM_CURRENT 5
+#define POOLS 16
+
+static _Atomic(void *) pool_get_of_device, pool_get_attribute;
+static struct {
+    uint64_t pool;     /* 0: free slot */
+    uint64_t reserved; /* last written */
+    uint32_t device;
+} pools[POOLS];
+static mti_lock_t pool_lock;
+
+/* Reads pool's reserved bytes (pool 0: the current device's current pool)
+ * and writes the change. Guard raised. */
+static void pool_sample(uint64_t pool, uint32_t device, uint32_t stack)
+{
+    int (*of_device)(uint64_t *, int) = atomic_load_explicit(&pool_get_of_device, memory_order_acquire);
+    int (*attr)(uint64_t, int, void *) = atomic_load_explicit(&pool_get_attribute, memory_order_acquire);
+    if (!of_device || !attr) {
+        of_device = (int (*)(uint64_t *, int))find_real("cuDeviceGetMemPool");
+        attr = (int (*)(uint64_t, int, void *))find_real("cuMemPoolGetAttribute");
+        if (!of_device || !attr)
+            return;
+        atomic_store_explicit(&pool_get_of_device, (void *)of_device, memory_order_release);
+        atomic_store_explicit(&pool_get_attribute, (void *)attr, memory_order_release);
+    }
+    if (!pool && of_device(&pool, (int)device) != MTI_CUDA_SUCCESS)
+        return;
+    uint64_t reserved = 0;
+    if (!pool || attr(pool, POOL_ATTR_RESERVED_MEM_CURRENT, &reserved) != MTI_CUDA_SUCCESS)
+        return;
+    mti_lock(&pool_lock);
+    unsigned i = 0;
+    while (i < POOLS && pools[i].pool && pools[i].pool != pool)
+        i++;
+    if (i < POOLS && pools[i].reserved != reserved) {
+        if (pools[i].pool)
+            mti_emit_gpu_free(mti_next_seq(), mti_now(), pool, pools[i].device, MT_GPU_API_MEM_POOL,
+                              MT_GPU_SPACE_POOL);
+        pools[i].pool = pool;
+        pools[i].device = device;
+        pools[i].reserved = reserved;
+        if (reserved)
+            mti_emit_gpu_alloc(mti_next_seq(), mti_now(), pool, reserved, device, 0, MT_GPU_API_MEM_POOL,
+                               MT_GPU_SPACE_POOL, stack);
+        else
+            pools[i].pool = 0;
+    }
+    mti_unlock(&pool_lock);
+}
+
+/* After a stream-ordered call: the pool's reservation, when recording. */
+static void pool_after(int r, uint64_t pool)
+{
+    if (r != MTI_CUDA_SUCCESS || !mti_recording())
+        return;
+    mti_self.guard++;
+    pool_sample(pool, current_device(), mti_stack_capture());
+    mti_self.guard--;
+}
+
+void mti_cuda_after_fork(void)
+{
+    atomic_store(&pool_lock, 0);
+    memset(pools, 0, sizeof pools);
+}
+
 static CUresult impl_ALLOC_ASYNC(unsigned e, unsigned slot, P_ALLOC_ASYNC)
 {
     CALL_REAL(ALLOC_ASYNC);
     CUresult r = real(A_ALLOC_ASYNC);
     record_alloc(r, r ? 0 : *dptr, size, (uintptr_t)stream, MT_GPU_API_MEM_ALLOC_ASYNC, MT_GPU_SPACE_DEVICE,
                  DEVICE_CURRENT);
+    pool_after(r, 0);
     return r;
 }
 
@@ -697,6 +775,7 @@ static CUresult impl_FREE_ASYNC(unsigned e, unsigned slot, P_FREE_ASYNC)
     free_begin(&f, dptr, MT_GPU_SPACE_DEVICE, MT_GPU_SPACE_MANAGED);
     CUresult r = real(A_FREE_ASYNC);
     free_end(&f, r, MT_GPU_API_MEM_FREE_ASYNC);
+    pool_after(r, 0);
     return r;
 }
 
@@ -706,6 +785,7 @@ static CUresult impl_ALLOC_POOL(unsigned e, unsigned slot, P_ALLOC_POOL)
     CUresult r = real(A_ALLOC_POOL);
     record_alloc(r, r ? 0 : *dptr, size, (uintptr_t)stream, MT_GPU_API_MEM_ALLOC_FROM_POOL_ASYNC,
                  MT_GPU_SPACE_DEVICE, DEVICE_CURRENT);
+    pool_after(r, (uintptr_t)pool);
     return r;
 }
 

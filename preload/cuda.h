@@ -62,4 +62,8 @@ void *mti_cuda_wrap_symbol(const char *name, void *fn);
  * or its signature is not certain. */
 void *mti_cuda_wrap_proc(const char *symbol, void *fn, int version, uint64_t flags);
 
+/* In a forked child: forget the pools' last reserved amounts (the child's
+ * trace starts afresh). */
+void mti_cuda_after_fork(void);
+
 #endif

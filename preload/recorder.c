@@ -14,6 +14,7 @@
 #include "recorder.h"
 #include "api.h"
 #include "clock.h"
+#include "cuda.h"
 #include "loader-lock.h"
 #include "log.h"
 #include "modules.h"
@@ -897,6 +898,7 @@ void mti_recorder_after_fork(void)
     mti_stack_table_reset();
     mti_modules_reset();
     mti_api_after_fork();
+    mti_cuda_after_fork();
     if (!mti_opt.follow || file_failed || !base_path[0]) {
         atomic_store(&mti_state, MTI_OFF);
         return;

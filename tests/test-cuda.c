@@ -267,7 +267,17 @@ Test(cuda, direct_virtual_memory)
 Test(cuda, direct_async_and_pools)
 {
     direct("async");
-    cr_expect_eq(nrecs, 10);
+    /* 5 allocations, 5 frees, and the two pools' reservations (the fake's
+     * rule: all ever allocated, rounded up to 2 MiB): device 1's pool 4, 6
+     * then 10 MiB, the explicit pool 6 then 10 MiB, each change a FREE of
+     * the old amount and an ALLOC of the new; frees change nothing. */
+    cr_expect_eq(nrecs, 18);
+    cr_expect_eq(count(MT_GPU_ALLOC, MT_GPU_API_MEM_POOL, MT_GPU_SPACE_POOL, 4 * MiB), 1);
+    cr_expect_eq(count(MT_GPU_ALLOC, MT_GPU_API_MEM_POOL, MT_GPU_SPACE_POOL, 6 * MiB), 2);
+    cr_expect_eq(count(MT_GPU_ALLOC, MT_GPU_API_MEM_POOL, MT_GPU_SPACE_POOL, 10 * MiB), 2);
+    cr_expect_eq(count(MT_GPU_FREE, MT_GPU_API_MEM_POOL, MT_GPU_SPACE_POOL, 0), 3);
+    all_on(MT_GPU_ALLOC, MT_GPU_API_MEM_POOL, 1, 0);
+    live(MT_GPU_SPACE_POOL, 20 * MiB, 20 * MiB);
     cr_expect_eq(count(MT_GPU_ALLOC, MT_GPU_API_MEM_ALLOC_ASYNC, MT_GPU_SPACE_DEVICE, 3 * MiB), 3);
     cr_expect_eq(count(MT_GPU_ALLOC, MT_GPU_API_MEM_ALLOC_FROM_POOL_ASYNC, MT_GPU_SPACE_DEVICE, 5 * MiB), 2);
     cr_expect_eq(count(MT_GPU_FREE, MT_GPU_API_MEM_FREE_ASYNC, MT_GPU_SPACE_DEVICE, 0), 5);
@@ -324,7 +334,9 @@ static void by_lookup(const char *method)
     char *argv[] = { (char *)env("MEMTRACE_TEST_CUDA_DLSYM"), (char *)env("MEMTRACE_TEST_FAKE_CUDA"),
                      (char *)method, NULL };
     trace(argv);
-    cr_expect_eq(nrecs, 10, "%s: %zu GPU records", method, nrecs);
+    /* 10, and device 0's pool after the 4 MiB stream-ordered allocation. */
+    cr_expect_eq(nrecs, 11, "%s: %zu GPU records", method, nrecs);
+    cr_expect_eq(count(MT_GPU_ALLOC, MT_GPU_API_MEM_POOL, MT_GPU_SPACE_POOL, 4 * MiB), 1, "%s", method);
     for (unsigned i = 1; i <= 3; i++)
         cr_expect_eq(count(MT_GPU_ALLOC, MT_GPU_API_MEM_ALLOC, MT_GPU_SPACE_DEVICE, i * MiB), 1, "%s", method);
     cr_expect_eq(count(MT_GPU_ALLOC, MT_GPU_API_MEM_ALLOC_ASYNC, MT_GPU_SPACE_DEVICE, 4 * MiB), 1, "%s", method);
@@ -379,7 +391,12 @@ static void runtime(const char *scenario)
 Test(cuda, runtime_malloc_family_recorded_once)
 {
     runtime("malloc");
-    cr_expect_eq(nrecs, 14);
+    /* 14, and device 0's pool after the two 11 MiB stream-ordered
+     * allocations: 12 MiB, then 22 (a FREE and an ALLOC). */
+    cr_expect_eq(nrecs, 17);
+    cr_expect_eq(count(MT_GPU_ALLOC, MT_GPU_API_MEM_POOL, MT_GPU_SPACE_POOL, 12 * MiB), 1);
+    cr_expect_eq(count(MT_GPU_ALLOC, MT_GPU_API_MEM_POOL, MT_GPU_SPACE_POOL, 22 * MiB), 1);
+    cr_expect_eq(count(MT_GPU_FREE, MT_GPU_API_MEM_POOL, MT_GPU_SPACE_POOL, 0), 1);
     /* Seen at the driver: recorded there, not again for the runtime. */
     cr_expect_eq(count(MT_GPU_ALLOC, MT_GPU_API_MEM_ALLOC, MT_GPU_SPACE_DEVICE, 7 * MiB), 1);
     cr_expect_eq(count(MT_GPU_ALLOC, MT_GPU_API_MEM_ALLOC_MANAGED, MT_GPU_SPACE_MANAGED, 9 * MiB), 1);

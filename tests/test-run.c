@@ -283,6 +283,21 @@ Test(run, no_follow_traces_only_the_command)
     expect_written(tu_in_tmp("T.bin"));
 }
 
+/* --torch-allocated puts PyTorch's cudaMallocAsync backend into the
+ * command's PYTORCH_CUDA_ALLOC_CONF, replacing a backend given there and
+ * keeping the other settings. */
+Test(run, torch_allocated_sets_the_allocator_backend)
+{
+    char *argv[] = { memtrace_exe(), "run", "-q", "--torch-allocated", "-o", tu_in_tmp("T.bin"), "--", "/bin/sh",
+                     "-c", "printf '%s\\n' \"$PYTORCH_CUDA_ALLOC_CONF\"", NULL };
+    setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True,backend:native", 1);
+    tu_expect_exit(tu_run(argv), 0);
+    cr_expect_str_eq(tu_slurp("stdout"), "expandable_segments:True,backend:cudaMallocAsync\n");
+    unsetenv("PYTORCH_CUDA_ALLOC_CONF");
+    tu_expect_exit(tu_run(argv), 0);
+    cr_expect_str_eq(tu_slurp("stdout"), "backend:cudaMallocAsync\n");
+}
+
 /* The command execs itself: the trace of the new image (T.<pid>.bin, pid
  * of the command itself) is one of the run's traces and is packed too. */
 Test(run, exec_image_trace_is_packed_too)

@@ -200,23 +200,71 @@ static CUresult f_cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGen
     return 0;
 }
 static CUresult f_cuMemUnmap(CUdeviceptr ptr, size_t size) { return 0; }
+/* Stream-ordered pools: device d's current pool is FAKE_CUDA_POOL_BASE + d;
+ * a pool's reserved bytes are what was ever allocated from it, rounded up
+ * to 2 MiB (it never shrinks: no trimming here). */
+static struct {
+    uint64_t pool, used;
+} pools[8];
+
+static void pool_grow(uint64_t pool, uint64_t size)
+{
+    pthread_mutex_lock(&lock);
+    for (unsigned i = 0; i < 8; i++) {
+        if (!pools[i].pool || pools[i].pool == pool) {
+            pools[i].pool = pool;
+            pools[i].used += size;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+static CUresult f_cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev)
+{
+    if (dev < 0 || dev > 1)
+        return 101;
+    *pool = (CUmemoryPool)(uintptr_t)(FAKE_CUDA_POOL_BASE + (unsigned)dev);
+    return 0;
+}
+
+static CUresult f_cuMemPoolGetAttribute(CUmemoryPool pool, int attr, void *value)
+{
+    if (attr != 5) /* CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT */
+        return 1;
+    uint64_t v = 0;
+    pthread_mutex_lock(&lock);
+    for (unsigned i = 0; i < 8; i++)
+        if (pools[i].pool == (uintptr_t)pool)
+            v = (pools[i].used + (2u << 20) - 1) & ~((uint64_t)(2u << 20) - 1);
+    pthread_mutex_unlock(&lock);
+    memcpy(value, &v, sizeof v);
+    return 0;
+}
+
 static CUresult f_cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream stream)
 {
-    return dev_alloc(K_DEVICE, dev_now(), size, dptr);
+    CUresult r = dev_alloc(K_DEVICE, dev_now(), size, dptr);
+    if (!r)
+        pool_grow(FAKE_CUDA_POOL_BASE + (unsigned)dev_now(), size);
+    return r;
 }
 static CUresult f_cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream stream)
 {
-    return dev_alloc(K_DEVICE, dev_now(), size, dptr);
+    return f_cuMemAllocAsync(dptr, size, stream);
 }
 static CUresult f_cuMemFreeAsync(CUdeviceptr dptr, CUstream stream) { return release(K_DEVICE, dptr, 1); }
 static CUresult f_cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream stream) { return release(K_DEVICE, dptr, 1); }
 static CUresult f_cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream stream)
 {
-    return dev_alloc(K_DEVICE, dev_now(), size, dptr);
+    CUresult r = dev_alloc(K_DEVICE, dev_now(), size, dptr);
+    if (!r)
+        pool_grow((uintptr_t)pool, size);
+    return r;
 }
 static CUresult f_cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream stream)
 {
-    return dev_alloc(K_DEVICE, dev_now(), size, dptr);
+    return f_cuMemAllocFromPoolAsync(dptr, size, pool, stream);
 }
 
 static CUresult f_cuGetProcAddress_v2(const char *symbol, void **pfn, int version, uint64_t flags, int *status);
@@ -312,6 +360,8 @@ EXPORT(cuMemRelease)
 EXPORT(cuMemMap)
 EXPORT(cuMemUnmap)
 EXPORT(cuMemAllocAsync)
+EXPORT(cuDeviceGetMemPool)
+EXPORT(cuMemPoolGetAttribute)
 EXPORT(cuMemAllocAsync_ptsz)
 EXPORT(cuMemFreeAsync)
 EXPORT(cuMemFreeAsync_ptsz)

@@ -45,6 +45,10 @@ typedef void *cudaStream_t;
 #define FAKE_CUDA_ODD_SIZE 777u
 #define FAKE_CUDA_ODD_RESULT 999
 #define FAKE_CUDA_HANDLE_BASE 0x4a000ull
+/* Device d's current stream-ordered pool; a pool's reserved bytes
+ * (CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT) are all it ever handed out,
+ * rounded up to 2 MiB. */
+#define FAKE_CUDA_POOL_BASE 0x800ull
 #define CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM 2
 
 /* The stand-ins define these themselves (as aliases) and skip them. */
@@ -73,6 +77,8 @@ CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAlloc
                   unsigned long long flags);
 CUresult cuMemUnmap(CUdeviceptr ptr, size_t size);
 CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream stream);
+CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev);
+CUresult cuMemPoolGetAttribute(CUmemoryPool pool, int attr, void *value);
 CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream stream);
 CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream stream);
 CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream stream);
