@@ -6,10 +6,13 @@
 
 #include "diff.h"
 #include "dump.h"
+#include "flamegraph.h"
 #include "memtrace-format.h"
 #include "pack.h"
 #include "report.h"
 #include "run.h"
+#include "script.h"
+#include "timeline.h"
 
 #ifndef MT_VERSION
 #define MT_VERSION "0.1.0"
@@ -25,13 +28,16 @@ static const struct {
     { "diff", mt_diff_main, "compare two traces: host numbers and the sites that grew or shrank" },
     { "pack", mt_pack_main, "compress traces written under plain LD_PRELOAD or with --no-pack" },
     { "dump", mt_dump_main, "print every record of a trace, one line each" },
+    { "flamegraph", mt_flamegraph_main, "where the heap's bytes come from: interactive SVG or folded stacks" },
+    { "timeline", mt_timeline_main, "memory over time: SVG/HTML picture or Chrome trace JSON" },
+    { "script", mt_script_main, "allocations in perf script's text format, for perf tools" },
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: memtrace COMMAND [OPTIONS] [ARGS...]\n\nCommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n'memtrace COMMAND --help' describes each command.\n"
                "Without the launcher: LD_PRELOAD=/path/to/libmemtrace.so CMD (see docs/ENVIRONMENT.md).\n");
 }

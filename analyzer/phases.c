@@ -29,6 +29,7 @@
 struct ph_block {
     uint64_t key;      /* block id */
     uint64_t size;
+    uint64_t stack_id; /* for the observer */
     uint32_t inst;     /* phase instance it was made in */
     uint16_t scope;    /* scope index + 1, 0: none */
     uint8_t phase;     /* phase index */
@@ -86,7 +87,16 @@ struct ph_state {
     bool cat_failed;
     int (*is_framework)(uint64_t stack_id, void *arg);
     void *framework_arg;
+    const struct mt_phases_observer *obs; /* NULL: none */
 };
+
+static void observe_block(const struct ph_state *s, const struct ph_block *b, uint64_t end_seq, unsigned cat)
+{
+    if (s->obs && s->obs->block)
+        s->obs->block(&(struct mt_block_life){ .seq = b->key, .end_seq = end_seq, .size = b->size,
+                                               .stack_id = b->stack_id, .phase = b->phase, .category = cat },
+                      s->obs->arg);
+}
 
 static const char *const fixed_names[MT_CAT_FIXED] = {
     "parameters", "gradients", "optimizer_state", "activations", "temporaries", "kv_cache", "other",
@@ -219,6 +229,8 @@ static void set_phase(struct ph_state *s, unsigned p, uint64_t t, uint64_t seq)
     s->cur = p;
     s->inst++;
     o->phase[p].instances++;
+    if (s->obs && s->obs->phase)
+        s->obs->phase(p, t, s->obs->arg);
     peaks(s, t, seq);
     struct mt_gpu_ctx c = gpu_ctx(s);
     mt_devices_phase(&s->devs, &c, t, seq);
@@ -285,6 +297,8 @@ static int step_begin(struct ph_state *s, uint64_t step, uint64_t t, uint64_t se
         return -ENOMEM;
     o->step[o->nstep] = (struct mt_step_stat){ .step = step, .start_ns = t, .phase = ph };
     s->cur_step = (long)o->nstep++;
+    if (s->obs && s->obs->step)
+        s->obs->step(step, t, s->obs->arg);
     peaks(s, t, seq);
     struct mt_gpu_ctx c = gpu_ctx(s);
     return mt_devices_phase(&s->devs, &c, t, seq);
@@ -338,10 +352,12 @@ static int pass1_record(struct ph_state *s, const struct mt_record *rec)
         struct ph_block b = {
             .key = rec->block, .size = rec->size, .inst = s->inst, .phase = (uint8_t)s->cur,
             .scope = (uint16_t)(s->sdepth && s->sdepth <= MT_STACK_MAX ? s->sstack[s->sdepth - 1] : 0),
+            .stack_id = rec->stack_id,
         }, old;
         if ((rc = pb_insert(&s->blocks, &b, &old)) < 0)
             return rc;
         if (rc == 1) { /* a damaged trace: the old block ends here */
+            observe_block(s, &old, rec->seq, old.tag ? old.tag - 1u : MT_CAT_OTHER);
             s->live -= old.size;
             scope_add(s, old.scope, old.size, false);
         }
@@ -357,7 +373,9 @@ static int pass1_record(struct ph_state *s, const struct mt_record *rec)
             return 0;
         s->live -= b.size;
         scope_add(s, b.scope, b.size, false);
-        return set_cat(s, rec->block, end_category(s, b.tag, b.phase, b.inst));
+        unsigned cat = end_category(s, b.tag, b.phase, b.inst);
+        observe_block(s, &b, rec->seq, cat);
+        return set_cat(s, rec->block, cat);
     }
     case MT_REC_GPU: {
         advance_time(s, rec->time_ns);
@@ -365,7 +383,12 @@ static int pass1_record(struct ph_state *s, const struct mt_record *rec)
         struct mt_gpu_end e;
         if ((rc = mt_devices_record(&s->devs, rec, &c, &e)) <= 0)
             return rc;
-        return set_cat(s, e.seq, end_category(s, e.tag, e.phase, e.inst));
+        unsigned cat = end_category(s, e.tag, e.phase, e.inst);
+        if (s->obs && s->obs->block)
+            s->obs->block(&(struct mt_block_life){ .gpu = true, .seq = e.seq, .end_seq = rec->seq,
+                                                   .phase = e.phase, .category = cat },
+                          s->obs->arg);
+        return set_cat(s, e.seq, cat);
     }
     case MT_REC_MARK:
         break;
@@ -574,7 +597,11 @@ out:
 static void gpu_live_at_end(const struct mt_gpu_end *e, void *arg)
 {
     struct ph_state *s = arg;
-    if (set_cat(s, e->seq, e->tag ? e->tag - 1u : MT_CAT_OTHER) < 0)
+    unsigned cat = e->tag ? e->tag - 1u : MT_CAT_OTHER;
+    if (s->obs && s->obs->block)
+        s->obs->block(&(struct mt_block_life){ .gpu = true, .seq = e->seq, .phase = e->phase, .category = cat },
+                      s->obs->arg);
+    if (set_cat(s, e->seq, cat) < 0)
         s->cat_failed = true;
 }
 
@@ -588,14 +615,21 @@ static int sort_modules_cmp(const void *a, const void *b)
 
 int mt_phases_compute(const char *path, struct mt_phases *out, struct mt_error *err)
 {
-    return mt_phases_compute_ex(path, NULL, NULL, out, err);
+    return mt_phases_compute_obs(path, NULL, NULL, NULL, out, err);
 }
 
 int mt_phases_compute_ex(const char *path, int (*is_framework)(uint64_t stack_id, void *arg), void *arg,
                          struct mt_phases *out, struct mt_error *err)
 {
+    return mt_phases_compute_obs(path, is_framework, arg, NULL, out, err);
+}
+
+int mt_phases_compute_obs(const char *path, int (*is_framework)(uint64_t stack_id, void *arg), void *arg,
+                          const struct mt_phases_observer *obs, struct mt_phases *out, struct mt_error *err)
+{
     memset(out, 0, sizeof *out);
-    struct ph_state s = { .out = out, .cur_step = -1, .is_framework = is_framework, .framework_arg = arg };
+    struct ph_state s = { .out = out, .cur_step = -1, .is_framework = is_framework, .framework_arg = arg,
+                          .obs = obs };
     pb_init(&s.blocks);
     mt_devices_init(&s.devs);
     int rc = -ENOMEM;
@@ -630,11 +664,17 @@ int mt_phases_compute_ex(const char *path, int (*is_framework)(uint64_t stack_id
         goto fail;
 
     /* Blocks live at the end keep their tag, else are "other". */
-    if (s.blocks.has_zero && (rc = set_cat(&s, 0, s.blocks.zero.tag ? s.blocks.zero.tag - 1u : MT_CAT_OTHER)) < 0)
-        goto nomem;
+    if (s.blocks.has_zero) {
+        observe_block(&s, &s.blocks.zero, 0, s.blocks.zero.tag ? s.blocks.zero.tag - 1u : MT_CAT_OTHER);
+        if ((rc = set_cat(&s, 0, s.blocks.zero.tag ? s.blocks.zero.tag - 1u : MT_CAT_OTHER)) < 0)
+            goto nomem;
+    }
     for (size_t i = 0; s.blocks.slots && i <= s.blocks.mask; i++) {
         const struct ph_block *b = &s.blocks.slots[i];
-        if (b->key && set_cat(&s, b->key, b->tag ? b->tag - 1u : MT_CAT_OTHER) < 0)
+        if (!b->key)
+            continue;
+        observe_block(&s, b, 0, b->tag ? b->tag - 1u : MT_CAT_OTHER);
+        if (set_cat(&s, b->key, b->tag ? b->tag - 1u : MT_CAT_OTHER) < 0)
             goto nomem;
     }
     mt_devices_each_live(&s.devs, gpu_live_at_end, &s);

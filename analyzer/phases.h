@@ -20,6 +20,14 @@
  *     event that reached it).
  * Heap bytes are the report's: requested sizes of live malloc-family
  * blocks. Memory: one entry per live block, one byte per seq in the trace.
+ *
+ * Observer (mt_phases_compute_obs): other passes that need, per block, the
+ * phase it was made in and its category (flamegraphs, timelines) get them
+ * from pass 1 through optional callbacks instead of replaying the markers:
+ * one call per heap block and per GPU allocation when its life is over (at
+ * its free, or after the pass for those live at the end), one per phase
+ * change and one per step. The callbacks only observe: the numbers above
+ * are the same with or without them.
  */
 #ifndef MT_PHASES_H
 #define MT_PHASES_H
@@ -102,6 +110,28 @@ struct mt_phases {
     uint64_t gpu_tags, gpu_tags_unmatched;
 };
 
+/* A heap block or GPU allocation whose life is over, as pass 1 saw it. */
+struct mt_block_life {
+    bool gpu;           /* a GPU allocation (size and stack_id are 0) */
+    uint64_t seq;       /* its allocation's seq (a heap block's id) */
+    uint64_t end_seq;   /* the event that ended it; 0: live at the end */
+    uint64_t size;      /* heap: requested bytes */
+    uint64_t stack_id;  /* heap: its allocation's call-tree node */
+    unsigned phase;     /* index into mt_phases.phase it was made in */
+    unsigned category;  /* index into mt_phases.cat_name */
+};
+
+/* Callbacks of pass 1 (each may be NULL). Phase indices and category
+ * indices are final when given; names are in the result once it returns.
+ * phase: the phase index p became current at time_ns (also when the same
+ * phase starts again). step: a STEP marker (value as marked). */
+struct mt_phases_observer {
+    void (*block)(const struct mt_block_life *b, void *arg);
+    void (*phase)(unsigned p, uint64_t time_ns, void *arg);
+    void (*step)(uint64_t step, uint64_t time_ns, void *arg);
+    void *arg;
+};
+
 /* Runs the two passes over path. 0 and *out, or a negative errno-style
  * code and err (-ENOMEM, or the reader's). */
 int mt_phases_compute(const char *path, struct mt_phases *out, struct mt_error *err);
@@ -109,6 +139,9 @@ int mt_phases_compute(const char *path, struct mt_phases *out, struct mt_error *
  * framework allocations are what the report calls reserved). */
 int mt_phases_compute_ex(const char *path, int (*is_framework)(uint64_t stack_id, void *arg), void *arg,
                          struct mt_phases *out, struct mt_error *err);
+/* The same, calling obs (may be NULL) during pass 1. */
+int mt_phases_compute_obs(const char *path, int (*is_framework)(uint64_t stack_id, void *arg), void *arg,
+                          const struct mt_phases_observer *obs, struct mt_phases *out, struct mt_error *err);
 void mt_phases_destroy(struct mt_phases *p);
 
 #endif
