@@ -228,6 +228,17 @@ static char *dup_or_null(const char *str, bool *ok)
 
 #define MAX_INLINED 64 /* frames one address expands to, at most */
 
+/* A frame of the GPU stack's innermost layers, left out like allocator
+ * frames: memtrace's own wrappers and the CUDA runtime and driver, which a
+ * GPU allocation passes through on its way from the program. */
+static bool gpu_runtime_module(const char *path)
+{
+    const char *base = path ? strrchr(path, '/') : NULL;
+    base = base ? base + 1 : path;
+    return base && (!strncmp(base, "libmemtrace.so", 14) || !strncmp(base, "libcudart.so", 12) ||
+                    !strncmp(base, "libcuda.so", 10));
+}
+
 /* Fills site->frames for its stack: walks the call tree and symbolizes
  * (sym may be NULL: addresses only), leaving out allocator frames at the
  * innermost end if trim. 0 or -ENOMEM. */
@@ -251,7 +262,7 @@ static int resolve_site(const struct mt_sites *s, struct mt_symbolizer *sym,
             info[0] = (struct mt_frame_info){ .offset = ips[i], .status = MT_FRAME_NO_MODULE };
         }
         for (unsigned j = 0; j < k && ok; j++) {
-            if (trimming && mt_report_allocator_frame(info[j].function)) {
+            if (trimming && (mt_report_allocator_frame(info[j].function) || gpu_runtime_module(info[j].module))) {
                 skipped++;
                 continue;
             }
@@ -289,8 +300,6 @@ static int resolve_site(const struct mt_sites *s, struct mt_symbolizer *sym,
     return 0;
 }
 
-/* Picks the sites of every list (top each), resolves their stacks and
- * stores them in rep. 0 or -ENOMEM. */
 /* Whether a GPU allocation's stack passes through a framework's caching
  * allocator (PyTorch's lives in libc10_cuda): that memory is what the
  * framework calls reserved; the rest of the device memory (libraries'
@@ -341,6 +350,8 @@ static int resolve_ooms(struct mt_phases *p, const struct mt_sites *s, struct mt
     return 0;
 }
 
+/* Picks the sites of every list (top each), resolves their stacks and
+ * stores them in rep. 0 or -ENOMEM. */
 static int build_lists(struct mt_report *rep, const struct mt_sites *s, struct mt_symbolizer *sym,
                        unsigned top)
 {
