@@ -298,7 +298,7 @@ static void write_folded(FILE *f, const struct fg *g)
 #define FRAME_H 16
 #define PAD 10
 #define TOP 64
-#define MIN_PX 0.1
+#define MIN_PX 0.5
 
 struct svg {
     FILE *f;

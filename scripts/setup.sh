@@ -33,7 +33,7 @@ build_dir=${BUILD_DIR:-build}
 
 packages=(build-essential meson ninja-build pkg-config libunwind-dev libzstd-dev
           libcjson-dev libcriterion-dev libelf-dev libdw-dev python3-torch
-          clang libclang-rt-14-dev)
+          clang libclang-rt-14-dev chromium)
 if [ "$bench" = 1 ]; then
     packages+=(heaptrack)
 fi
