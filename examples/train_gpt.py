@@ -23,6 +23,27 @@ phase, the peaks PyTorch itself measured:
 with phases as memtrace marks them: forward from the model call to the
 start of backward, backward, optimizer (the optimizer step). It resets
 PyTorch's peak statistics at each phase boundary to do so.
+
+Memory techniques, each really applied, so that a re-run can be held
+against what `memtrace simulate` predicts from a baseline trace (none is on
+by default; without them the run is the plain one):
+    --checkpoint            torch.utils.checkpoint (use_reentrant=False) on
+                            every block: only each block's input is kept
+                            for backward, its inside is recomputed there
+    --checkpoint-every K    the same on blocks 0, K, 2K, ... (index % K == 0)
+    --int8-adamw            AdamW with both moments stored as 8-bit codes
+                            and one fp32 absmax per --int8-block values
+                            (default 128); parameters under 4096 elements
+                            keep fp32 moments (examples/optimizers.py)
+    --grad-accum K          the same batch as K micro-batches of batch/K,
+                            each loss scaled by 1/K, gradients accumulated,
+                            one optimizer step per K micro-batches; the
+                            printed loss is the mean of the micro-batches'
+    --optimizer-host        AdamW moments on the host: gradients copied to
+                            the host, the update done there, parameters
+                            copied back (examples/optimizers.py says exactly
+                            what lives where); for --device cuda, on the CPU
+                            it is AdamW computed tensor by tensor
 """
 
 import time
@@ -133,14 +154,15 @@ class GPT(nn.Module):
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    checkpoint = False
+    # 0: no checkpointing; K: checkpoint the blocks whose index % K == 0.
+    checkpoint = 0
 
     def forward(self, idx):
         b, t = idx.shape
         pos = torch.arange(t, device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(pos)
-        for block in self.blocks:
-            if self.checkpoint and self.training:
+        for i, block in enumerate(self.blocks):
+            if self.checkpoint and self.training and i % self.checkpoint == 0:
                 from torch.utils.checkpoint import checkpoint
                 x = checkpoint(block, x, use_reentrant=False)
             else:
@@ -178,6 +200,16 @@ def parse_args(argv):
                    help="torch.set_num_threads value (default 2; 0 keeps torch's default)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--checkpoint", action="store_true", help="activation checkpointing per block")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
+                   help="activation checkpointing of blocks 0, K, 2K, ...")
+    p.add_argument("--int8-adamw", action="store_true",
+                   help="AdamW with 8-bit block-wise moments (examples/optimizers.py)")
+    p.add_argument("--int8-block", type=int, default=128, metavar="B",
+                   help="values per fp32 absmax for --int8-adamw (default 128)")
+    p.add_argument("--grad-accum", type=int, default=1, metavar="K",
+                   help="split each batch into K micro-batches, one optimizer step (default 1)")
+    p.add_argument("--optimizer-host", action="store_true",
+                   help="AdamW moments on the host; parameters updated there (GPU runs)")
     p.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
     p.add_argument("--alloc-backend", choices=("native", "cudaMallocAsync"), default="native",
                    help="PyTorch CUDA allocator backend (default native)")
@@ -193,6 +225,16 @@ def parse_args(argv):
         p.error("--d-model must be a multiple of --heads")
     if a.threads < 0:
         p.error("--threads must be 0 or more")
+    if a.checkpoint_every < 0:
+        p.error("--checkpoint-every must not be negative")
+    if a.checkpoint and a.checkpoint_every > 1:
+        p.error("--checkpoint is --checkpoint-every 1; give one of them")
+    if a.int8_block < 1:
+        p.error("--int8-block must be at least 1")
+    if a.grad_accum < 1 or a.batch % a.grad_accum != 0:
+        p.error("--grad-accum must be at least 1 and divide --batch")
+    if a.int8_adamw and a.optimizer_host:
+        p.error("--int8-adamw and --optimizer-host do not combine")
     return a
 
 
@@ -207,7 +249,7 @@ def main(argv=None):
 
     torch.manual_seed(a.seed)
     model = GPT(a.vocab, a.seq, a.layers, a.d_model, a.heads).to(device)
-    model.checkpoint = a.checkpoint
+    model.checkpoint = 1 if a.checkpoint else a.checkpoint_every
     stats = a.cuda_phase_stats and device.type == "cuda"
 
     def phase_mark(step, name):
@@ -219,7 +261,16 @@ def main(argv=None):
             print("cuda_phase %d %s reserved_peak %d allocated_peak %d" % (
                 step, name, torch.cuda.max_memory_reserved(), torch.cuda.max_memory_allocated()))
         torch.cuda.reset_peak_memory_stats()
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
+    if a.int8_adamw or a.optimizer_host:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import optimizers
+        if a.int8_adamw:
+            opt = optimizers.Int8AdamW(model.parameters(), lr=a.lr, weight_decay=0.01,
+                                       block=a.int8_block)
+        else:
+            opt = optimizers.HostAdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     gen = torch.Generator()
     gen.manual_seed(a.seed)
 
@@ -236,13 +287,33 @@ def main(argv=None):
             startup_s = t0 - _T_IMPORT
         x, y = make_batch(gen, a.batch, a.seq, a.vocab, device)
         phase_mark(step, None)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=a.bf16):
-            logits = model(x)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.view(-1))
-        opt.zero_grad(set_to_none=True)
-        phase_mark(step, "forward")
-        loss.backward()
-        phase_mark(step, "backward")
+        if a.grad_accum == 1:
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=a.bf16):
+                logits = model(x)
+                loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.view(-1))
+            opt.zero_grad(set_to_none=True)
+            phase_mark(step, "forward")
+            loss.backward()
+            phase_mark(step, "backward")
+        else:
+            # Micro-batch i is rows [i*mb, (i+1)*mb) of the same batch. As
+            # in the plain run, the gradients of the step before are dropped
+            # after the first forward, and logits stay referenced until the
+            # next forward has made its own.
+            mb = a.batch // a.grad_accum
+            losses = []
+            for i in range(a.grad_accum):
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=a.bf16):
+                    logits = model(x[i * mb:(i + 1) * mb])
+                    loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(),
+                                           y[i * mb:(i + 1) * mb].reshape(-1))
+                if i == 0:
+                    opt.zero_grad(set_to_none=True)
+                phase_mark(step, "forward")
+                (loss / a.grad_accum).backward()
+                phase_mark(step, "backward")
+                losses.append(loss.detach())
+            loss = torch.stack(losses).mean()
         opt.step()
         phase_mark(step, "optimizer")
         value = loss.item()
