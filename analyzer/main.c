@@ -11,6 +11,7 @@
 #include "pack.h"
 #include "report.h"
 #include "run.h"
+#include "simulate.h"
 #include "script.h"
 #include "timeline.h"
 
@@ -28,6 +29,8 @@ static const struct {
     { "diff", mt_diff_main, "compare two traces: host numbers and the sites that grew or shrank" },
     { "pack", mt_pack_main, "compress traces written under plain LD_PRELOAD or with --no-pack" },
     { "dump", mt_dump_main, "print every record of a trace, one line each" },
+    { "simulate", mt_simulate_main, "predict peaks under checkpointing, 8-bit optimizers, offloading, ..." },
+    { "plan", mt_plan_main, "the cheapest techniques that fit a memory budget" },
     { "flamegraph", mt_flamegraph_main, "where the heap's bytes come from: interactive SVG or folded stacks" },
     { "timeline", mt_timeline_main, "memory over time: SVG/HTML picture or Chrome trace JSON" },
     { "script", mt_script_main, "allocations in perf script's text format, for perf tools" },
