@@ -31,6 +31,11 @@ by default; without them the run is the plain one):
                             every block: only each block's input is kept
                             for backward, its inside is recomputed there
     --checkpoint-every K    the same on blocks 0, K, 2K, ... (index % K == 0)
+    --checkpoint-segment L  the blocks in segments of L consecutive blocks,
+                            each segment checkpointed as one (only its input
+                            kept); L = floor(sqrt(layers)) is Chen et al.'s
+                            sqrt(n) scheme (`memtrace simulate --checkpoint
+                            sqrt`)
     --int8-adamw            AdamW with both moments stored as 8-bit codes
                             and one fp32 absmax per --int8-block values
                             (default 128); parameters under 4096 elements
@@ -156,11 +161,24 @@ class GPT(nn.Module):
 
     # 0: no checkpointing; K: checkpoint the blocks whose index % K == 0.
     checkpoint = 0
+    # 0: none; L: checkpoint segments of L consecutive blocks.
+    checkpoint_segment = 0
+
+    def _segment(self, x, start, end):
+        for block in self.blocks[start:end]:
+            x = block(x)
+        return x
 
     def forward(self, idx):
         b, t = idx.shape
         pos = torch.arange(t, device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(pos)
+        if self.checkpoint_segment and self.training:
+            from torch.utils.checkpoint import checkpoint
+            n = self.checkpoint_segment
+            for start in range(0, len(self.blocks), n):
+                x = checkpoint(self._segment, x, start, start + n, use_reentrant=False)
+            return self.head(self.ln_f(x))
         for i, block in enumerate(self.blocks):
             if self.checkpoint and self.training and i % self.checkpoint == 0:
                 from torch.utils.checkpoint import checkpoint
@@ -202,6 +220,8 @@ def parse_args(argv):
     p.add_argument("--checkpoint", action="store_true", help="activation checkpointing per block")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
                    help="activation checkpointing of blocks 0, K, 2K, ...")
+    p.add_argument("--checkpoint-segment", type=int, default=0, metavar="L",
+                   help="activation checkpointing of segments of L consecutive blocks")
     p.add_argument("--int8-adamw", action="store_true",
                    help="AdamW with 8-bit block-wise moments (examples/optimizers.py)")
     p.add_argument("--int8-block", type=int, default=128, metavar="B",
@@ -229,6 +249,10 @@ def parse_args(argv):
         p.error("--checkpoint-every must not be negative")
     if a.checkpoint and a.checkpoint_every > 1:
         p.error("--checkpoint is --checkpoint-every 1; give one of them")
+    if a.checkpoint_segment < 0:
+        p.error("--checkpoint-segment must not be negative")
+    if a.checkpoint_segment and (a.checkpoint or a.checkpoint_every):
+        p.error("--checkpoint-segment does not combine with --checkpoint/--checkpoint-every")
     if a.int8_block < 1:
         p.error("--int8-block must be at least 1")
     if a.grad_accum < 1 or a.batch % a.grad_accum != 0:
@@ -250,6 +274,7 @@ def main(argv=None):
     torch.manual_seed(a.seed)
     model = GPT(a.vocab, a.seq, a.layers, a.d_model, a.heads).to(device)
     model.checkpoint = 1 if a.checkpoint else a.checkpoint_every
+    model.checkpoint_segment = a.checkpoint_segment
     stats = a.cuda_phase_stats and device.type == "cuda"
 
     def phase_mark(step, name):
