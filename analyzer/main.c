@@ -12,6 +12,7 @@
 #include "report.h"
 #include "run.h"
 #include "simulate.h"
+#include "verify.h"
 #include "script.h"
 #include "timeline.h"
 
@@ -31,6 +32,7 @@ static const struct {
     { "dump", mt_dump_main, "print every record of a trace, one line each" },
     { "simulate", mt_simulate_main, "predict peaks under checkpointing, 8-bit optimizers, offloading, ..." },
     { "plan", mt_plan_main, "the cheapest techniques that fit a memory budget" },
+    { "verify", mt_verify_main, "run the kernels behind simulate's assumptions at the trace's sizes" },
     { "flamegraph", mt_flamegraph_main, "where the heap's bytes come from: interactive SVG or folded stacks" },
     { "timeline", mt_timeline_main, "memory over time: SVG/HTML picture or Chrome trace JSON" },
     { "script", mt_script_main, "allocations in perf script's text format, for perf tools" },

@@ -11,6 +11,7 @@
 
 #include "report.h"
 #include "simulate.h"
+#include "verify.h"
 
 /* ---- options ---------------------------------------------------------------------- */
 
@@ -339,7 +340,7 @@ static int finish_output(const char *cmd)
 
 static void simulate_usage(FILE *f)
 {
-    fprintf(f, "Usage: memtrace simulate [TECHNIQUES] [--budget SIZE] [--device N] [--json] FILE\n"
+    fprintf(f, "Usage: memtrace simulate [TECHNIQUES] [--budget SIZE] [--device N] [--verify] [--json] FILE\n"
                "\n"
                "Replays the trace with its allocations transformed as the techniques would\n"
                "transform them and prints the predicted peaks (host heap per phase, per GPU)\n"
@@ -349,6 +350,7 @@ static void simulate_usage(FILE *f)
                "\n"
                "  --budget SIZE   the memory budget of --checkpoint optimal (e.g. 2GiB)\n"
                "  --device N      checkpoint schedules fit GPU N's allocated peak, not the host's\n"
+               "  --verify        offloading at the bandwidth measured here (memtrace verify)\n"
                "  --json          print JSON (baseline.*, predicted.*)\n"
                "  -h, --help      this text\n",
                techniques_help);
@@ -359,7 +361,7 @@ int mt_simulate_main(int argc, char **argv)
     struct mt_sim_opts o;
     mt_sim_opts_init(&o);
     const char *path = NULL;
-    bool json = false;
+    bool json = false, verify = false;
     uint64_t budget = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -373,6 +375,8 @@ int mt_simulate_main(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--json")) {
             json = true;
+        } else if (!strcmp(a, "--verify")) {
+            verify = true;
         } else if (!strcmp(a, "--budget") || !strcmp(a, "--device")) {
             if (i + 1 >= argc)
                 return mt_usage_error("simulate", "%s needs a value", a);
@@ -409,6 +413,20 @@ int mt_simulate_main(int argc, char **argv)
         mt_sim_close(b);
         return 1;
     }
+    double measured_bw = 0;
+    if (verify && o.offload && !o.bandwidth_gbps) {
+        /* The transfer bandwidth measured here, for the bytes offloaded. */
+        const struct mt_phases *ph = mt_sim_phases(b);
+        uint64_t bytes = 0;
+        for (size_t k = 0; k < ph->ncat && k < MT_CAT_FIXED; k++)
+            bytes = ph->cat_peak[k] > bytes ? ph->cat_peak[k] : bytes;
+        if (mt_verify_bandwidth(path, o.offload_disk, bytes, &measured_bw, &err) < 0) {
+            fprintf(stderr, "memtrace simulate: %s\n", err.msg);
+            mt_sim_close(b);
+            return 1;
+        }
+        o.bandwidth_gbps = measured_bw;
+    }
     struct mt_sim_result r;
     int rc = mt_sim_run(b, &o, &r, &err);
     mt_sim_close(b);
@@ -416,6 +434,9 @@ int mt_simulate_main(int argc, char **argv)
         fprintf(stderr, "memtrace simulate: %s\n", err.msg);
         return 1;
     }
+    if (measured_bw > 0 && !json)
+        printf("(--verify: transfers at the %.2f GB/s measured here%s)\n", measured_bw,
+               o.offload_disk ? " to a file beside the trace" : " into pinned memory");
     int status = json ? print_json(result_json(&r)) : (print_result(stdout, path, &r), 0);
     mt_sim_result_free(&r);
     return status ? status : finish_output("simulate");

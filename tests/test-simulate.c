@@ -166,3 +166,33 @@ Test(simulate, bad_input_is_one_line_and_nonzero)
     char *nobudget[] = { (char *)tu_env("MEMTRACE_TEST_MEMTRACE"), "plan", plain, NULL };
     cr_expect_eq(WEXITSTATUS(tu_run(nobudget)), 2);
 }
+
+/* memtrace verify on the example: the 8-bit optimizer's bytes per value
+ * measured by the kernel equal the simulator's 1 + 4/128, and the
+ * bandwidth rows are there (their values are this machine's). */
+Test(simulate, verify_runs_the_kernels_at_the_traces_sizes)
+{
+    char *trace = tu_in_tmp("phases.bin");
+    char *run_argv[] = { (char *)tu_env("MEMTRACE_TEST_MEMTRACE"), "run", "-q", "-o", trace, "--",
+                         (char *)tu_env("MEMTRACE_TEST_EXAMPLE"), "2", NULL };
+    tu_expect_exit(tu_run(run_argv), 0);
+    char *argv[] = { (char *)tu_env("MEMTRACE_TEST_MEMTRACE"), "verify", "--json", "--reps", "1", trace, NULL };
+    int st = tu_run(argv);
+    cr_assert(WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 3), "%s", tu_slurp("stderr"));
+    cJSON *j = cJSON_Parse(tu_slurp("stdout"));
+    cr_assert(j, "not JSON: %s", tu_slurp("stdout"));
+    cJSON *checks = cJSON_GetObjectItem(j, "checks"), *x;
+    bool bpv = false, bw = false;
+    cJSON_ArrayForEach(x, checks) {
+        const char *t = cJSON_GetStringValue(cJSON_GetObjectItem(x, "technique"));
+        const char *q = cJSON_GetStringValue(cJSON_GetObjectItem(x, "quantity"));
+        if (!strcmp(t, "int8 optimizer") && !strcmp(q, "bytes per value")) {
+            bpv = true;
+            cr_expect_float_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(x, "measured")), 1.03125, 1e-3);
+            cr_expect(!cJSON_IsTrue(cJSON_GetObjectItem(x, "off")));
+        }
+        bw = bw || !strcmp(t, "offload :host");
+    }
+    cr_expect(bpv && bw);
+    cJSON_Delete(j);
+}
