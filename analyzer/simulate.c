@@ -574,15 +574,15 @@ static int replay(struct sim_run *r, struct mt_error *err)
             int a = device_acct(r, rec.device);
             if (a < 0 || rec.kind == MT_GPU_OOM)
                 break;
+            uint64_t key = mt_gpu_key(rec.space, rec.device, rec.addr) | (1ull << 63);
+            if (rec.kind == MT_GPU_FREE) { /* (a free's api says nothing of what it frees) */
+                free_event(r, key);
+                break;
+            }
             bool per_tensor = rec.space == MT_GPU_SPACE_TENSOR ||
                               (rec.space == MT_GPU_SPACE_DEVICE && !mt_gpu_is_reserved(rec.api, rec.space));
-            if (!per_tensor)
-                break;
-            uint64_t key = mt_gpu_key(rec.space, rec.device, rec.addr) | (1ull << 63);
-            if (rec.kind == MT_GPU_ALLOC)
+            if (per_tensor)
                 rc = alloc_event(r, key, rec.seq, rec.size, (unsigned)a);
-            else
-                free_event(r, key);
             break;
         }
         case MT_REC_MARK:

@@ -196,3 +196,39 @@ Test(simulate, verify_runs_the_kernels_at_the_traces_sizes)
     cr_expect(bpv && bw);
     cJSON_Delete(j);
 }
+
+/* Per GPU: tests/programs/gpu-tensors.c's per-tensor events (device 0:
+ * parameters 1000, activations 300 + 200 in forward, gradients 1000 in
+ * backward, optimizer state 2000): gradient accumulation halves the
+ * activations, so forward's allocated peak goes from 1500 to 1250; the
+ * global peak (later, without activations) stays 4000. */
+Test(simulate, per_tensor_gpu_allocations)
+{
+    char *trace = tu_in_tmp("gpu.bin");
+    char *argv[] = { (char *)tu_env("MEMTRACE_TEST_MEMTRACE"), "run", "-q", "-o", trace, "--",
+                     (char *)tu_env("MEMTRACE_TEST_GPU_TENSORS"), NULL };
+    tu_expect_exit(tu_run(argv), 0);
+    struct mt_error err;
+    cr_assert_eq(mt_sim_open(trace, &base, &err), 0, "%s", err.msg);
+    struct mt_sim_opts o;
+    mt_sim_opts_init(&o);
+    o.grad_accum = 2;
+    struct mt_sim_result r;
+    cr_assert_eq(mt_sim_run(base, &o, &r, &err), 0, "%s", err.msg);
+    cr_assert_eq(r.ndev, 2);
+    const struct mt_sim_device *d = r.dev[0].device == 0 ? &r.dev[0] : &r.dev[1];
+    cr_expect(d->simulated);
+    cr_expect_eq(d->base_allocated, 4000);
+    cr_expect_eq(d->pred_allocated, 4000);
+    bool seen = false;
+    for (size_t p = 0; p < d->nphase; p++) {
+        if (strcmp(d->phase[p].name, "forward"))
+            continue;
+        seen = true;
+        cr_expect_eq(d->phase[p].base_peak, 1500);
+        cr_expect_eq(d->phase[p].pred_peak, 1250);
+    }
+    cr_expect(seen);
+    mt_sim_result_free(&r);
+    mt_sim_close(base);
+}
