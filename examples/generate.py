@@ -31,13 +31,16 @@ with `memtrace simulate`'s prediction from the plain run's trace:
                     with an fp16 scale and an fp16 zero point per group of
                     32 values along head_dim (b + 32/32 bits per value).
                     Attention dequantizes one layer's keys and values to
-                    fp32 for the step (a transient).
+                    fp32 for the step: a transient the size of that
+                    layer's plain cache, as in any implementation that
+                    does not fuse dequantization into attention.
     --kv-latent R   keys and values are stored as latents of rank
                     d_model / R each, made by fixed random projections with
                     orthonormal columns (R times fewer bytes than the
                     plain cache); attention up-projects one layer's latents
-                    for the step (a transient). Lossy, which is fine for
-                    random weights: the point is the memory.
+                    for the step: a transient the size of that layer's
+                    plain cache. Lossy, which is fine for random weights:
+                    the point is the memory.
 
 Output (one line each):
     params N param_bytes B
@@ -124,6 +127,8 @@ class Store:
             lat = parts[0]
             b, t, _ = lat.shape
             return (lat @ self.proj.t()).view(b, t, self.heads, -1).transpose(1, 2)
+        # In place where it can be: the fp32 result is the only transient
+        # of the cache's size (plus the unpacked 4-bit codes, one byte each).
         if self.bits == 16:
             return parts[0].float()
         if self.bits in (8, 4):
@@ -132,8 +137,9 @@ class Store:
                 codes = torch.stack((codes & 15, codes >> 4), dim=-1).flatten(-2)
             b, h, t, hd = codes.shape
             g = codes.float().view(b, h, t, hd // GROUP, GROUP)
-            out = g * scale.float().unsqueeze(-1) + zero.float().unsqueeze(-1)
-            return out.view(b, h, t, hd)
+            del codes
+            g.mul_(scale.unsqueeze(-1)).add_(zero.unsqueeze(-1))
+            return g.view(b, h, t, hd)
         return parts[0]
 
     @staticmethod
