@@ -42,6 +42,7 @@ struct sim_ent {
     uint8_t cat;
     uint8_t dropped;       /* freed early by checkpointing, not yet remade */
     uint8_t offloaded;     /* counted off the device */
+    uint8_t remade;        /* made again by a recompute, not yet freed */
 };
 
 struct sim_table {
@@ -183,6 +184,7 @@ struct sim_run {
     size_t nacct;
     struct seg_state seg[MT_SIM_MAX_BLOCKS];
     uint64_t steps;
+    int last_remat;                /* the segment remade last in this backward, -1 */
     double recompute_s;
     /* measurement of the chain (baseline replay) */
     uint64_t blk_t0[MT_SIM_MAX_BLOCKS], blk_live0[MT_SIM_MAX_BLOCKS], blk_grow[MT_SIM_MAX_BLOCKS];
@@ -257,11 +259,17 @@ static void acct_spike(struct sim_run *r, struct acct *a, uint64_t extra)
     a->live_pred -= extra;
 }
 
+static void retire(struct sim_run *r, int s);
+
 static void set_phase(struct sim_run *r)
 {
     int id = r->pdepth && r->pdepth <= SIM_STACK ? r->pstack[r->pdepth - 1] : -1;
     r->cur_phase = id < 0 ? 0 : phase_index(r, id);
     int kind = id < 0 || (size_t)id >= r->nstr ? KIND_OTHER : r->str[id].kind;
+    if (r->cur_kind == KIND_BACKWARD && kind != KIND_BACKWARD) {
+        retire(r, r->last_remat);
+        r->last_remat = -1;
+    }
     if (kind == KIND_FORWARD && r->cur_kind != KIND_FORWARD) {
         /* A new forward: the segments start afresh. */
         for (unsigned i = 0; i < MT_SIM_MAX_BLOCKS; i++) {
@@ -343,18 +351,42 @@ static bool offloaded(const struct sim_run *r, unsigned cat, unsigned acct)
     return acct > 0 || r->o->offload_disk;
 }
 
+/* A recompute's tensors do not outlive the backward of their segment:
+ * when backward moves on to another segment (or ends), what segment s
+ * remade and is still live goes (its later free in the trace, where the
+ * baseline held it longer, then changes nothing). */
+static void retire(struct sim_run *r, int s)
+{
+    if (s < 0)
+        return;
+    struct seg_state *g = &r->seg[s];
+    for (size_t i = 0; i < g->nkeys; i++) {
+        struct sim_ent *e = st_find(&r->tab, g->keys[i]);
+        if (!e || !e->remade || e->dropped)
+            continue;
+        e->remade = 0;
+        e->dropped = 1;
+        if (e->acct < r->nacct)
+            r->acct[e->acct].live_pred -= e->pred;
+    }
+}
+
 static void remat(struct sim_run *r, int s)
 {
     struct seg_state *g = &r->seg[s];
     if (g->remat)
         return;
     g->remat = true;
+    if (r->last_remat != s)
+        retire(r, r->last_remat);
+    r->last_remat = s;
     uint64_t back[64] = { 0 };
     for (size_t i = 0; i < g->nkeys; i++) {
         struct sim_ent *e = st_find(&r->tab, g->keys[i]);
         if (!e || !e->dropped)
             continue;
         e->dropped = 0;
+        e->remade = 1;
         if (e->acct < r->nacct && e->acct < 64) {
             r->acct[e->acct].live_pred += e->pred;
             back[e->acct] = 1;
@@ -438,6 +470,12 @@ static int alloc_event(struct sim_run *r, uint64_t key, uint64_t seq, uint64_t s
         a->live_pred += e.pred;
     }
     acct_peak(r, a);
+    /* A compressed KV cache is decompressed to full precision for the
+     * attention that reads it: that layer's K and V (the size of this
+     * allocation, and its twin), and for a latent one also the copy the
+     * up-projection makes. */
+    if (cat == MT_CAT_KV_CACHE && (r->o->kv_bits || r->o->kv_latent_ratio > 1.0))
+        acct_spike(r, a, (r->o->kv_latent_ratio > 1.0 ? 4 : 2) * size);
     return 0;
 }
 
@@ -896,6 +934,7 @@ static int run_setup(struct mt_sim_base *b, const struct mt_sim_opts *o, struct 
     memset(r, 0, sizeof *r);
     r->b = b;
     r->o = o;
+    r->last_remat = -1;
     st_init(&r->tab);
     snprintf(r->phase_name[0], sizeof r->phase_name[0], "other");
     r->nphase = 1;
