@@ -229,12 +229,22 @@ static int build(struct fg *g)
     return 0;
 }
 
+/* The C library's program entry (_start, __libc_start_main and what it
+ * calls main through): perf often starts its stacks inside it, memtrace's
+ * stacks start at _start; both sides leave it out when they are matched. */
+static bool entry_glue(const char *name)
+{
+    return name && (!strncmp(name, "_start", 6) || !strncmp(name, "__libc_start", 12));
+}
+
 static int perf_sample(const char *const *frames, unsigned n, void *arg)
 {
     struct fg *g = arg;
     uint32_t node = 0;
     g->perf.n[0].value++;
     for (unsigned i = 0; i < n; i++) {
+        if (node == 0 && entry_glue(frames[i]))
+            continue;
         const char *name = mt_view_intern(g->v, frames[i]);
         if (!name || (node = tree_child(&g->perf, node, name, false)) == NONE)
             return -ENOMEM;
@@ -255,7 +265,9 @@ static int annotate(struct fg *g)
     for (size_t x = 1; x < g->t.len; x++) {
         struct fnode *m = &g->t.n[x];
         uint32_t pp = pn[m->parent];
-        pn[x] = pp == NONE ? NONE : m->inlined ? pp : tree_find(&g->perf, pp, m->name, false);
+        pn[x] = pp == NONE                     ? NONE
+                : m->inlined || (pp == 0 && entry_glue(m->name)) ? pp
+                                                        : tree_find(&g->perf, pp, m->name, false);
         m->cpu = pn[x] == NONE ? 0 : g->perf.n[pn[x]].value;
     }
     free(pn);
