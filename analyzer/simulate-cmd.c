@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "reader.h"
 #include "report.h"
 #include "simulate.h"
 #include "verify.h"
@@ -179,6 +180,29 @@ static const char techniques_help[] =
     "                       point per GROUP values (default 32)\n"
     "  --kv-dtype-bytes N   the traced KV cache's bytes per value (default 4)\n"
     "  --kv-window TOKENS   keep only the last TOKENS tokens of the KV cache\n";
+
+/* Whether the trace was cut short (known from its chunks at open). */
+static bool cut_short(const char *path)
+{
+    struct mt_reader *r;
+    struct mt_error err;
+    if (mt_reader_open(path, &r, &err) < 0)
+        return false; /* the caller's own open says why */
+    bool partial = mt_reader_partial(r);
+    mt_reader_close(r);
+    return partial;
+}
+
+/* The line for a trace without markers (cut: cut short before any). */
+static void no_markers(const char *cmd, const char *path, bool cut)
+{
+    if (cut)
+        fprintf(stderr, "memtrace %s: %s was cut short before any phase or category marker: nothing to %s\n", cmd,
+                path, cmd);
+    else
+        fprintf(stderr, "memtrace %s: %s has no phases or categories (no markers): nothing to %s; trace a "
+                        "PyTorch script, or mark phases with include/memtrace.h\n", cmd, path, cmd);
+}
 
 /* ---- output ----------------------------------------------------------------------- */
 
@@ -407,12 +431,14 @@ int mt_simulate_main(int argc, char **argv)
         fprintf(stderr, "memtrace simulate: %s\n", err.msg);
         return 1;
     }
+    bool cut = cut_short(path);
     if (!mt_sim_phases(b)->marks) {
-        fprintf(stderr, "memtrace simulate: %s has no phases or categories (no markers): nothing to simulate; "
-                        "trace a PyTorch script, or mark phases with include/memtrace.h\n", path);
+        no_markers("simulate", path, cut);
         mt_sim_close(b);
         return 1;
     }
+    if (cut)
+        fprintf(stderr, "memtrace simulate: %s was cut short; the prediction covers what it holds\n", path);
     double measured_bw = 0;
     if (verify && o.offload && !o.bandwidth_gbps) {
         /* The transfer bandwidth measured here, for the bytes offloaded. */
@@ -439,7 +465,9 @@ int mt_simulate_main(int argc, char **argv)
                o.offload_disk ? " to a file beside the trace" : " into pinned memory");
     int status = json ? print_json(result_json(&r)) : (print_result(stdout, path, &r), 0);
     mt_sim_result_free(&r);
-    return status ? status : finish_output("simulate");
+    if (!status)
+        status = finish_output("simulate");
+    return status ? status : cut ? 3 : 0;
 }
 
 /* ---- plan ------------------------------------------------------------------------- */
@@ -544,11 +572,14 @@ int mt_plan_main(int argc, char **argv)
         fprintf(stderr, "memtrace plan: %s\n", err.msg);
         return 1;
     }
+    bool cut = cut_short(path);
     if (!mt_sim_phases(b)->marks) {
-        fprintf(stderr, "memtrace plan: %s has no phases or categories (no markers): nothing to plan with\n", path);
+        no_markers("plan", path, cut);
         mt_sim_close(b);
         return 1;
     }
+    if (cut)
+        fprintf(stderr, "memtrace plan: %s was cut short; the predictions cover what it holds\n", path);
     bool gpu = false;
     for (size_t i = 0; i < mt_sim_phases(b)->ndev; i++)
         gpu = gpu || (int)mt_sim_phases(b)->dev[i].device == device;
@@ -642,7 +673,9 @@ int mt_plan_main(int argc, char **argv)
             o = NULL;
         }
         status = print_json(o);
-        return status ? status : finish_output("plan");
+        if (!status)
+            status = finish_output("plan");
+        return status ? status : cut ? 3 : 0;
     }
     mt_human_size(budget, a, sizeof a);
     printf("%s: budget %s %s\n", path, a, device >= 0 ? "(GPU)" : "(host heap)");
@@ -665,5 +698,6 @@ int mt_plan_main(int argc, char **argv)
         printf("    %-70s %12s %+12.4f  %s\n", c[i].name, bb, c[i].extra, why);
     }
     free(c);
-    return finish_output("plan");
+    status = finish_output("plan");
+    return status ? status : cut ? 3 : 0;
 }

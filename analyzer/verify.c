@@ -301,7 +301,8 @@ int mt_verify_main(int argc, char **argv)
     bool marks = ph.marks > 0;
     mt_phases_destroy(&ph);
     if (!marks) {
-        fprintf(stderr, "memtrace verify: %s has no phases or categories (no markers): nothing to verify\n", path);
+        fprintf(stderr, "memtrace verify: %s has no phases or categories (no markers, or cut short before "
+                        "any): nothing to verify\n", path);
         return 1;
     }
     if (!strcmp(device, "cuda"))

@@ -163,6 +163,20 @@ Test(simulate, bad_input_is_one_line_and_nonzero)
     char *badopt[] = { (char *)tu_env("MEMTRACE_TEST_MEMTRACE"), "simulate", "--checkpoint", "sometimes", plain,
                        NULL };
     cr_expect_eq(WEXITSTATUS(tu_run(badopt)), 2);
+    /* A trace cut short before any marker says so. */
+    char *cut = tu_in_tmp("cut.bin");
+    FILE *in = fopen(plain, "rb"), *out = fopen(cut, "wb");
+    cr_assert(in && out);
+    char buf[256];
+    size_t n = fread(buf, 1, sizeof buf, in); /* the file header and a little more */
+    fwrite(buf, 1, n, out);
+    fclose(in);
+    fclose(out);
+    char *cutargv[] = { (char *)tu_env("MEMTRACE_TEST_MEMTRACE"), "simulate", "--int8-optimizer", cut, NULL };
+    int st = tu_run(cutargv);
+    cr_expect(WEXITSTATUS(st) != 0);
+    cr_expect(strstr(tu_slurp("stderr"), "cut short") || strstr(tu_slurp("stderr"), "corrupt"), "%s",
+              tu_slurp("stderr"));
     char *nobudget[] = { (char *)tu_env("MEMTRACE_TEST_MEMTRACE"), "plan", plain, NULL };
     cr_expect_eq(WEXITSTATUS(tu_run(nobudget)), 2);
 }
