@@ -245,4 +245,14 @@ check_bad out/t.json "$memtrace" timeline ph.bin -o out/t.svg --chrome no/such/d
 check_bad out/s.txt "$memtrace" script junk.bin -o out/s.txt
 # a truncated trace is not an error: what is complete is drawn
 "$memtrace" flamegraph cut.bin -o out/cut.svg && python3 -c "import xml.etree.ElementTree as E; E.parse('out/cut.svg')"
+# GPU panels: per-tensor events on two devices (tests/programs/gpu-tensors.c)
+if [ -n "${MEMTRACE_TEST_GPU_TENSORS:-}" ]; then
+    "$memtrace" run -q -o gpu.bin -- "$MEMTRACE_TEST_GPU_TENSORS" || fail "gpu-tensors did not run"
+    "$memtrace" timeline gpu.bin -o out/gpu.svg --chrome out/gpu.json || fail "timeline of a GPU trace"
+    python3 -c "import xml.etree.ElementTree as E, json; E.parse('out/gpu.svg'); json.load(open('out/gpu.json'))" ||
+        fail "GPU timeline: not well formed"
+    for dev in 0 1; do
+        grep -q "GPU $dev: reserved and allocated" out/gpu.svg || fail "GPU timeline: no panel for GPU $dev"
+    done
+fi
 echo "all checks passed"
