@@ -529,14 +529,23 @@ static inline uint8_t *put_seq_time(struct mti_thread *th, uint8_t *p, uint64_t 
     return p;
 }
 
+/* Room for an event record, its tag, seq and time written: the rest of
+ * the fields follow. NULL when recording stopped. */
+static inline uint8_t *event_begin(struct mti_thread *th, uint8_t tag, uint64_t seq, uint64_t time)
+{
+    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    if (!p)
+        return NULL;
+    *p++ = tag;
+    return put_seq_time(th, p, seq, time);
+}
+
 void mti_emit_alloc(unsigned kind, uint64_t seq, uint64_t time, uintptr_t addr, uint64_t size, uint32_t stack)
 {
     struct mti_thread *th = &mti_self;
-    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    uint8_t *p = event_begin(th, mt_tag(MT_REC_ALLOC, kind), seq, time);
     if (!p)
         return;
-    *p++ = mt_tag(MT_REC_ALLOC, kind);
-    p = put_seq_time(th, p, seq, time);
     p = mt_put_varint(p, mt_zigzag((int64_t)(addr - th->last_addr)));
     th->last_addr = addr;
     p = mt_put_varint(p, size);
@@ -548,11 +557,9 @@ void mti_emit_alloc(unsigned kind, uint64_t seq, uint64_t time, uintptr_t addr, 
 void mti_emit_free(unsigned kind, uint64_t seq, uint64_t time, uintptr_t addr)
 {
     struct mti_thread *th = &mti_self;
-    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    uint8_t *p = event_begin(th, mt_tag(MT_REC_FREE, kind), seq, time);
     if (!p)
         return;
-    *p++ = mt_tag(MT_REC_FREE, kind);
-    p = put_seq_time(th, p, seq, time);
     p = mt_put_varint(p, mt_zigzag((int64_t)(addr - th->last_addr)));
     th->last_addr = addr;
     commit(th, p);
@@ -563,11 +570,9 @@ void mti_emit_mmap(unsigned kind, uint64_t seq, uint64_t time, uintptr_t addr, u
                    int flags, uint32_t stack)
 {
     struct mti_thread *th = &mti_self;
-    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    uint8_t *p = event_begin(th, mt_tag(MT_REC_MMAP, kind), seq, time);
     if (!p)
         return;
-    *p++ = mt_tag(MT_REC_MMAP, kind);
-    p = put_seq_time(th, p, seq, time);
     p = mt_put_varint(p, addr);
     p = mt_put_varint(p, len);
     p = mt_put_varint(p, (uint32_t)prot);
@@ -580,11 +585,9 @@ void mti_emit_mmap(unsigned kind, uint64_t seq, uint64_t time, uintptr_t addr, u
 void mti_emit_munmap(unsigned kind, uint64_t seq, uint64_t time, uintptr_t addr, uint64_t len)
 {
     struct mti_thread *th = &mti_self;
-    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    uint8_t *p = event_begin(th, mt_tag(MT_REC_MUNMAP, kind), seq, time);
     if (!p)
         return;
-    *p++ = mt_tag(MT_REC_MUNMAP, kind);
-    p = put_seq_time(th, p, seq, time);
     p = mt_put_varint(p, addr);
     p = mt_put_varint(p, len);
     commit(th, p);
@@ -593,11 +596,9 @@ void mti_emit_munmap(unsigned kind, uint64_t seq, uint64_t time, uintptr_t addr,
 void mti_emit_mark(unsigned kind, uint64_t seq, uint64_t time, uint64_t value)
 {
     struct mti_thread *th = &mti_self;
-    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    uint8_t *p = event_begin(th, mt_tag(MT_REC_MARK, kind), seq, time);
     if (!p)
         return;
-    *p++ = mt_tag(MT_REC_MARK, kind);
-    p = put_seq_time(th, p, seq, time);
     if (kind == MT_MARK_PHASE_PUSH || kind == MT_MARK_SCOPE_PUSH || kind == MT_MARK_STEP)
         p = mt_put_varint(p, value);
     commit(th, p);
@@ -621,11 +622,9 @@ void mti_emit_string(uint32_t id, const char *str, size_t len)
 void mti_emit_tag(uint64_t seq, uint64_t time, uintptr_t addr, uint32_t category, unsigned space)
 {
     struct mti_thread *th = &mti_self;
-    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    uint8_t *p = event_begin(th, mt_tag(MT_REC_MARK, MT_MARK_TAG), seq, time);
     if (!p)
         return;
-    *p++ = mt_tag(MT_REC_MARK, MT_MARK_TAG);
-    p = put_seq_time(th, p, seq, time);
     p = mt_put_varint(p, addr);
     p = mt_put_varint(p, category);
     p = mt_put_varint(p, space);
@@ -636,11 +635,9 @@ void mti_emit_gpu_alloc(uint64_t seq, uint64_t time, uint64_t addr, uint64_t siz
                         uint64_t stream, unsigned api, unsigned space, uint32_t stack)
 {
     struct mti_thread *th = &mti_self;
-    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    uint8_t *p = event_begin(th, mt_tag(MT_REC_GPU, MT_GPU_ALLOC), seq, time);
     if (!p)
         return;
-    *p++ = mt_tag(MT_REC_GPU, MT_GPU_ALLOC);
-    p = put_seq_time(th, p, seq, time);
     p = mt_put_varint(p, addr);
     p = mt_put_varint(p, size);
     p = mt_put_varint(p, device);
@@ -655,11 +652,9 @@ void mti_emit_gpu_free(uint64_t seq, uint64_t time, uint64_t addr, uint32_t devi
                        unsigned space)
 {
     struct mti_thread *th = &mti_self;
-    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    uint8_t *p = event_begin(th, mt_tag(MT_REC_GPU, MT_GPU_FREE), seq, time);
     if (!p)
         return;
-    *p++ = mt_tag(MT_REC_GPU, MT_GPU_FREE);
-    p = put_seq_time(th, p, seq, time);
     p = mt_put_varint(p, addr);
     p = mt_put_varint(p, device);
     p = mt_put_varint(p, api);
@@ -671,11 +666,9 @@ void mti_emit_gpu_oom(uint64_t seq, uint64_t time, uint64_t size, uint32_t devic
                       unsigned space, uint64_t result, uint32_t stack)
 {
     struct mti_thread *th = &mti_self;
-    uint8_t *p = reserve(th, MT_MAX_EVENT_RECORD);
+    uint8_t *p = event_begin(th, mt_tag(MT_REC_GPU, MT_GPU_OOM), seq, time);
     if (!p)
         return;
-    *p++ = mt_tag(MT_REC_GPU, MT_GPU_OOM);
-    p = put_seq_time(th, p, seq, time);
     p = mt_put_varint(p, size);
     p = mt_put_varint(p, device);
     p = mt_put_varint(p, api);
