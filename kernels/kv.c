@@ -2,13 +2,24 @@
  * token, 2, 4 or 8 bits, an fp16 zero point and scale per group.
  *
  * The arithmetic of a group (kv-group.h) is shared with the CUDA kernels.
- * The loops here are written once, as always-inline bodies, and compiled
- * three times: plain, and inside functions carrying target("avx2") and
- * target("avx512f,...") where the compiler vectorizes them for that ISA.
- * Without -ffast-math and with -ffp-contract=off the vectorizer may not
- * reorder or fuse any floating-point operation, so the three variants give
- * identical bits; min/max reductions are written with explicit 16 partial
- * lanes so that they too vectorize without reassociation.
+ * The generic loops are written once, as always-inline bodies, and compiled
+ * three times: plain (the scalar reference), and inside functions carrying
+ * target("avx2") and target("avx512f,...") where the compiler vectorizes
+ * them. Without -ffast-math and with -ffp-contract=off the vectorizer may
+ * not reorder or fuse any floating-point operation, so they give identical
+ * bits. min and max are order-independent (order_key), so they vectorize
+ * as integer reductions.
+ *
+ * The AVX-512 variant is hand-written for the usual shapes (keys with
+ * channels % 16 == 0, values with group % 16 == 0; the generic body
+ * otherwise): the group parameters 16 groups at a time, with vcvtps2ph
+ * (round to nearest even) and vcvtph2ps for the fp16 conversions, which
+ * equal mt_f16_rne and mt_f16_to_f32 on every finite float (checked
+ * exhaustively over all 2^32 bit patterns), the same subtraction, division,
+ * conversion (rne under the default rounding mode, as rintf) and integer
+ * clamp per value, and the packing of 16 codes at a time with byte
+ * multiply-adds. Dequantization is one shuffle, variable shift and mask per
+ * 16 codes, then the same multiply and add.
  *
  * Layout: each row (token) of codes is channels * bits / 8 bytes, codes
  * packed little-endian within a byte (code j of a byte at bit j * bits).
@@ -17,10 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include "kernels-internal.h"
 #include "kv-group.h"
-
-#define LANES 16
 
 uint16_t mt_f16_from_f32(float f)
 {
@@ -107,27 +120,35 @@ MTI_INLINE void row_codes(const float *x, const float *z, const float *d, size_t
         c[i] = (uint8_t)mt_kv_code(x[i], z[i], d[i], levels);
 }
 
+/* min and max are taken in the total order of the key below, where -0 < +0
+ * (otherwise the integer order of the float values): then neither depends
+ * on the order of the comparisons, and the AVX-512 tree reductions give the
+ * bits of these sequential loops. The key is its own inverse. */
+MTI_INLINE int32_t order_key(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (int32_t)(u ^ ((uint32_t)((int32_t)u >> 31) >> 1));
+}
+
+MTI_INLINE float of_key(int32_t k)
+{
+    uint32_t u = (uint32_t)k ^ ((uint32_t)(k >> 31) >> 1);
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 MTI_INLINE void minmax(const float *x, size_t n, float *ret_mn, float *ret_mx)
 {
-    float mn[LANES], mx[LANES];
-    size_t i = 0;
-    for (size_t l = 0; l < LANES; l++)
-        mn[l] = mx[l] = x[0];
-    for (; i + LANES <= n; i += LANES)
-        for (size_t l = 0; l < LANES; l++) {
-            mn[l] = x[i + l] < mn[l] ? x[i + l] : mn[l];
-            mx[l] = x[i + l] > mx[l] ? x[i + l] : mx[l];
-        }
-    for (; i < n; i++) {
-        mn[0] = x[i] < mn[0] ? x[i] : mn[0];
-        mx[0] = x[i] > mx[0] ? x[i] : mx[0];
+    int32_t mn = order_key(x[0]), mx = mn;
+    for (size_t i = 1; i < n; i++) {
+        int32_t k = order_key(x[i]);
+        mn = k < mn ? k : mn;
+        mx = k > mx ? k : mx;
     }
-    for (size_t l = 1; l < LANES; l++) {
-        mn[0] = mn[l] < mn[0] ? mn[l] : mn[0];
-        mx[0] = mx[l] > mx[0] ? mx[l] : mx[0];
-    }
-    *ret_mn = mn[0];
-    *ret_mx = mx[0];
+    *ret_mn = of_key(mn);
+    *ret_mx = of_key(mx);
 }
 
 /* Scratch: z, s, mn, mx (channels floats each) and one row of codes. */
@@ -142,14 +163,19 @@ MTI_INLINE int kvq_body(enum mt_kv_kind kind, const float *x, size_t T, size_t C
             const float *x0 = x + tg * G * C;
             if (any_nonfinite(x0, G * C))
                 return -EDOM;
-            memcpy(mn, x0, C * sizeof *mn);
-            memcpy(mx, x0, C * sizeof *mx);
+            int32_t *kn = (int32_t *)mn, *kx = (int32_t *)mx;
+            for (size_t c = 0; c < C; c++)
+                kn[c] = kx[c] = order_key(x0[c]);
             for (size_t t = 1; t < G; t++)
                 for (size_t c = 0; c < C; c++) {
-                    float v = x0[t * C + c];
-                    mn[c] = v < mn[c] ? v : mn[c];
-                    mx[c] = v > mx[c] ? v : mx[c];
+                    int32_t k = order_key(x0[t * C + c]);
+                    kn[c] = k < kn[c] ? k : kn[c];
+                    kx[c] = k > kx[c] ? k : kx[c];
                 }
+            for (size_t c = 0; c < C; c++) {
+                mn[c] = of_key(kn[c]);
+                mx[c] = of_key(kx[c]);
+            }
             uint16_t *mt = meta + 2 * tg * C;
             for (size_t c = 0; c < C; c++)
                 if (mt_kv_group_params(mn[c], mx[c], (unsigned)levels, &mt[2 * c], &mt[2 * c + 1],
@@ -234,7 +260,289 @@ MTI_INLINE void kvd_body(enum mt_kv_kind kind, const uint8_t *codes, const uint1
 KV_VARIANTS(, scalar)
 #if defined(__x86_64__) || defined(__i386__)
 KV_VARIANTS(MTI_AVX2, avx2)
-KV_VARIANTS(MTI_AVX512, avx512)
+KV_VARIANTS(MTI_AVX512, avx512g)
+
+/* order_key of 16 lanes (also its inverse). */
+MTI_AVX512 MTI_INLINE __m512i key16(__m512i u)
+{
+    return _mm512_xor_si512(u, _mm512_srli_epi32(_mm512_srai_epi32(u, 31), 1));
+}
+
+/* Lanes holding an Inf or NaN. */
+MTI_AVX512 MTI_INLINE __mmask16 nonfinite16(__m512i u)
+{
+    const __m512i e = _mm512_set1_epi32(0x7f800000);
+    return _mm512_cmpeq_epi32_mask(_mm512_and_si512(u, e), e);
+}
+
+/* mt_f16_down / mt_f16_up of 16 halves in 32-bit lanes. */
+MTI_AVX512 MTI_INLINE __m512i f16_step16(__m512i h, int up)
+{
+    const __m512i one = _mm512_set1_epi32(1);
+    __mmask16 zero = _mm512_testn_epi32_mask(h, _mm512_set1_epi32(0x7fff));
+    __mmask16 neg = _mm512_test_epi32_mask(h, _mm512_set1_epi32(0x8000));
+    __m512i inc = _mm512_add_epi32(h, one), dec = _mm512_sub_epi32(h, one);
+    __m512i r = up ? _mm512_mask_blend_epi32(neg, inc, dec) : _mm512_mask_blend_epi32(neg, dec, inc);
+    return _mm512_mask_mov_epi32(r, zero, _mm512_set1_epi32(up ? 0x0001 : 0x8001));
+}
+
+/* mt_kv_group_params of the groups in the lanes of km: (zero, scale) pairs
+ * to meta, z and mt_kv_divisor(s) to zo and dout. 0, or -1 when one of
+ * them overflows fp16. */
+MTI_AVX512 MTI_INLINE int params16(__m512 mn, __m512 mx, __m512 levels, __mmask16 km,
+                                   uint16_t *meta, float *zo, float *dout)
+{
+    const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m512i inf = _mm512_set1_epi32(0x7c00);
+    __m512i zh = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(mn, rn));
+    __mmask16 fix = _mm512_cmp_ps_mask(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(zh)), mn, _CMP_GT_OQ);
+    zh = _mm512_mask_mov_epi32(zh, fix, f16_step16(zh, 0));
+    __m512 z = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(zh));
+    __m512 want = _mm512_div_ps(_mm512_sub_ps(mx, z), levels);
+    __m512i sh = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(want, rn));
+    fix = _mm512_cmp_ps_mask(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(sh)), want, _CMP_LT_OQ);
+    sh = _mm512_mask_mov_epi32(sh, fix, f16_step16(sh, 1));
+    __m512 sc = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(sh));
+    __mmask16 bad = _mm512_cmpeq_epi32_mask(_mm512_and_si512(zh, inf), inf) |
+                    _mm512_cmpeq_epi32_mask(_mm512_and_si512(sh, inf), inf);
+    if (bad & km)
+        return -1;
+    _mm512_mask_storeu_epi32(meta, km, _mm512_or_si512(zh, _mm512_slli_epi32(sh, 16)));
+    _mm512_mask_storeu_ps(zo, km, z);
+    __mmask16 pos = _mm512_cmp_ps_mask(sc, _mm512_setzero_ps(), _CMP_GT_OQ);
+    _mm512_mask_storeu_ps(dout, km, _mm512_mask_blend_ps(pos, _mm512_set1_ps(1.0f), sc));
+    return 0;
+}
+
+/* mt_kv_code of 16 values. */
+MTI_AVX512 MTI_INLINE __m512i codes16(__m512 x, __m512 z, __m512 d, __m512i lv)
+{
+    __m512i q = _mm512_cvtps_epi32(_mm512_div_ps(_mm512_sub_ps(x, z), d));
+    return _mm512_min_epi32(_mm512_max_epi32(q, _mm512_setzero_si512()), lv);
+}
+
+/* 16 codes (32-bit lanes) packed to 2 * bits bytes at out. */
+MTI_AVX512 MTI_INLINE void pack16(__m512i q, unsigned bits, uint8_t *out)
+{
+    __m128i b = _mm512_cvtepi32_epi8(q);
+    if (bits == 8) {
+        _mm_storeu_si128((__m128i *)out, b);
+    } else if (bits == 4) {
+        __m128i w = _mm_maddubs_epi16(b, _mm_set1_epi16(0x1001)); /* c0 + 16 c1 */
+        _mm_storel_epi64((__m128i *)out, _mm_cvtepi16_epi8(w));
+    } else {
+        __m128i w = _mm_maddubs_epi16(b, _mm_set1_epi16(0x0401)); /* c0 + 4 c1 */
+        __m128i d = _mm_madd_epi16(w, _mm_set1_epi32(0x00100001));  /* w0 + 16 w1 */
+        uint32_t v = (uint32_t)_mm_cvtsi128_si32(_mm_cvtepi32_epi8(d));
+        memcpy(out, &v, sizeof v);
+    }
+}
+
+/* The shuffle, shifts and mask that unpack 16 codes of that width. */
+struct unpacker {
+    __m128i idx;
+    __m512i shift, mask;
+};
+
+MTI_AVX512 MTI_INLINE struct unpacker unpacker_of(unsigned bits)
+{
+    uint8_t idx[16];
+    uint32_t sh[16];
+    unsigned per = 8 / bits;
+    for (unsigned k = 0; k < 16; k++) {
+        idx[k] = (uint8_t)(k / per);
+        sh[k] = (k % per) * bits;
+    }
+    struct unpacker u;
+    u.idx = _mm_loadu_si128((const __m128i *)idx);
+    u.shift = _mm512_loadu_si512(sh);
+    u.mask = _mm512_set1_epi32((int)((1u << bits) - 1u));
+    return u;
+}
+
+MTI_AVX512 MTI_INLINE __m512 unpack16(const uint8_t *in, unsigned bits, const struct unpacker *u)
+{
+    __m128i b;
+    if (bits == 8) {
+        b = _mm_loadu_si128((const __m128i *)in);
+    } else if (bits == 4) {
+        b = _mm_loadl_epi64((const __m128i *)in);
+    } else {
+        uint32_t v;
+        memcpy(&v, in, sizeof v);
+        b = _mm_cvtsi32_si128((int)v);
+    }
+    b = _mm_shuffle_epi8(b, u->idx);
+    __m512i q = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(b), u->shift), u->mask);
+    return _mm512_cvtepi32_ps(q);
+}
+
+/* Keys, channels % 16 == 0. Scratch as kvq_body's. */
+MTI_AVX512 static int kvq_keys_avx512(const float *x, size_t T, size_t C, unsigned bits, size_t G,
+                                      uint8_t *codes, uint16_t *meta, float *ws)
+{
+    const unsigned lv = (1u << bits) - 1u;
+    const __m512 levels = _mm512_set1_ps((float)lv);
+    const __m512i lvi = _mm512_set1_epi32((int)lv);
+    size_t row_bytes = C * bits / 8;
+    float *z = ws, *d = ws + C;
+    int32_t *kn = (int32_t *)(ws + 2 * C), *kx = (int32_t *)(ws + 3 * C);
+    for (size_t tg = 0; tg < T / G; tg++) {
+        const float *x0 = x + tg * G * C;
+        __mmask16 bad = 0;
+        for (size_t c = 0; c < C; c += 16) {
+            __m512i u = _mm512_loadu_si512(x0 + c);
+            bad |= nonfinite16(u);
+            __m512i k = key16(u);
+            _mm512_storeu_si512(kn + c, k);
+            _mm512_storeu_si512(kx + c, k);
+        }
+        for (size_t t = 1; t < G; t++)
+            for (size_t c = 0; c < C; c += 16) {
+                __m512i u = _mm512_loadu_si512(x0 + t * C + c);
+                bad |= nonfinite16(u);
+                __m512i k = key16(u);
+                _mm512_storeu_si512(kn + c, _mm512_min_epi32(_mm512_loadu_si512(kn + c), k));
+                _mm512_storeu_si512(kx + c, _mm512_max_epi32(_mm512_loadu_si512(kx + c), k));
+            }
+        if (bad)
+            return -EDOM;
+        uint16_t *mt = meta + 2 * tg * C;
+        for (size_t c = 0; c < C; c += 16) {
+            __m512 mn = _mm512_castsi512_ps(key16(_mm512_loadu_si512(kn + c)));
+            __m512 mx = _mm512_castsi512_ps(key16(_mm512_loadu_si512(kx + c)));
+            if (params16(mn, mx, levels, 0xffff, mt + 2 * c, z + c, d + c))
+                return -ERANGE;
+        }
+        /* The codes pass reads the group back from cache and is
+         * compute-bound: fetch the next group meanwhile, so that its
+         * min/max pass finds it in cache. */
+        int more = tg + 1 < T / G;
+        for (size_t t = 0; t < G; t++) {
+            const float *xr = x0 + t * C;
+            uint8_t *out = codes + (tg * G + t) * row_bytes;
+            for (size_t c = 0; c < C; c += 16) {
+                if (more)
+                    _mm_prefetch((const char *)(xr + G * C + c), _MM_HINT_T1);
+                pack16(codes16(_mm512_loadu_ps(xr + c), _mm512_loadu_ps(z + c),
+                               _mm512_loadu_ps(d + c), lvi),
+                       bits, out + c * bits / 8);
+            }
+        }
+    }
+    return 0;
+}
+
+#define PREFETCH_ROWS 2
+
+/* Values, group % 16 == 0. Scratch: z, d, mn, mx (one per group). */
+MTI_AVX512 static int kvq_values_avx512(const float *x, size_t T, size_t C, unsigned bits,
+                                        size_t G, uint8_t *codes, uint16_t *meta, float *ws)
+{
+    const unsigned lv = (1u << bits) - 1u;
+    const __m512 levels = _mm512_set1_ps((float)lv);
+    const __m512i lvi = _mm512_set1_epi32((int)lv);
+    size_t row_bytes = C * bits / 8, ng = C / G;
+    float *z = ws, *d = ws + C, *mn = ws + 2 * C, *mx = ws + 3 * C;
+    for (size_t t = 0; t < T; t++) {
+        const float *xr = x + t * C;
+        __mmask16 bad = 0;
+        for (size_t g = 0; g < ng; g++) {
+            const float *xg = xr + g * G;
+            __m512i u = _mm512_loadu_si512(xg);
+            bad |= nonfinite16(u);
+            __m512i kmin = key16(u), kmax = kmin;
+            for (size_t i = 16; i < G; i += 16) {
+                u = _mm512_loadu_si512(xg + i);
+                bad |= nonfinite16(u);
+                __m512i k = key16(u);
+                kmin = _mm512_min_epi32(kmin, k);
+                kmax = _mm512_max_epi32(kmax, k);
+            }
+            mn[g] = of_key(_mm512_reduce_min_epi32(kmin));
+            mx[g] = of_key(_mm512_reduce_max_epi32(kmax));
+        }
+        if (bad)
+            return -EDOM;
+        uint16_t *mt = meta + 2 * t * ng;
+        for (size_t g = 0; g < ng; g += 16) {
+            __mmask16 km = (__mmask16)(ng - g >= 16 ? 0xffff : (1u << (ng - g)) - 1u);
+            if (params16(_mm512_maskz_loadu_ps(km, mn + g), _mm512_maskz_loadu_ps(km, mx + g),
+                         levels, km, mt + 2 * g, z + g, d + g))
+                return -ERANGE;
+        }
+        /* as in kvq_keys_avx512: fetch a later row during the codes pass */
+        uint8_t *out = codes + t * row_bytes;
+        const float *ahead = t + PREFETCH_ROWS < T ? xr + PREFETCH_ROWS * C : NULL;
+        for (size_t g = 0; g < ng; g++) {
+            __m512 zg = _mm512_set1_ps(z[g]), dg = _mm512_set1_ps(d[g]);
+            if (ahead)
+                for (size_t i = g * G; i < (g + 1) * G; i += 16)
+                    _mm_prefetch((const char *)(ahead + i), _MM_HINT_T0);
+            for (size_t i = g * G; i < (g + 1) * G; i += 16)
+                pack16(codes16(_mm512_loadu_ps(xr + i), zg, dg, lvi), bits, out + i * bits / 8);
+        }
+    }
+    return 0;
+}
+
+MTI_AVX512 static int kvq_avx512(enum mt_kv_kind kind, const float *x, size_t T, size_t C,
+                                 unsigned bits, size_t G, uint8_t *codes, uint16_t *meta,
+                                 float *ws, uint8_t *rc)
+{
+    if (kind == MT_KV_KEYS && C % 16 == 0)
+        return kvq_keys_avx512(x, T, C, bits, G, codes, meta, ws);
+    if (kind == MT_KV_VALUES && G % 16 == 0)
+        return kvq_values_avx512(x, T, C, bits, G, codes, meta, ws);
+    return kvq_avx512g(kind, x, T, C, bits, G, codes, meta, ws, rc);
+}
+
+/* (zero, scale) pairs of n <= 16 groups to floats. */
+MTI_AVX512 MTI_INLINE void meta16(const uint16_t *mt, size_t n, float *z, float *s)
+{
+    __mmask16 km = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1u);
+    __m512i v = _mm512_maskz_loadu_epi32(km, mt);
+    _mm512_mask_storeu_ps(z, km, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)));
+    _mm512_mask_storeu_ps(s, km, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16))));
+}
+
+MTI_AVX512 static void kvd_avx512(enum mt_kv_kind kind, const uint8_t *codes, const uint16_t *meta,
+                                  size_t T, size_t C, unsigned bits, size_t G, float *x, float *ws,
+                                  uint8_t *rc)
+{
+    int keys = kind == MT_KV_KEYS;
+    if (keys ? C % 16 : G % 16) {
+        kvd_avx512g(kind, codes, meta, T, C, bits, G, x, ws, rc);
+        return;
+    }
+    struct unpacker u = unpacker_of(bits);
+    size_t row_bytes = C * bits / 8, ng = C / G;
+    float *z = ws, *s = ws + C;
+    for (size_t t = 0; t < T; t++) {
+        const uint8_t *in = codes + t * row_bytes;
+        float *xr = x + t * C;
+        if (keys) {
+            if (t % G == 0)
+                for (size_t c = 0; c < C; c += 16)
+                    meta16(meta + 2 * (t / G) * C + 2 * c, 16, z + c, s + c);
+            for (size_t c = 0; c < C; c += 16) {
+                __m512 q = unpack16(in + c * bits / 8, bits, &u);
+                _mm512_storeu_ps(xr + c, _mm512_add_ps(_mm512_mul_ps(q, _mm512_loadu_ps(s + c)),
+                                                       _mm512_loadu_ps(z + c)));
+            }
+        } else {
+            for (size_t g = 0; g < ng; g += 16)
+                meta16(meta + 2 * t * ng + 2 * g, ng - g, z + g, s + g);
+            for (size_t g = 0; g < ng; g++) {
+                __m512 zg = _mm512_set1_ps(z[g]), sg = _mm512_set1_ps(s[g]);
+                for (size_t i = g * G; i < (g + 1) * G; i += 16) {
+                    __m512 q = unpack16(in + i * bits / 8, bits, &u);
+                    _mm512_storeu_ps(xr + i, _mm512_add_ps(_mm512_mul_ps(q, sg), zg));
+                }
+            }
+        }
+    }
+}
 #else
 #define kvq_avx2 kvq_scalar
 #define kvq_avx512 kvq_scalar

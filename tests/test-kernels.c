@@ -351,6 +351,83 @@ Test(kernels, kv_edge_cases)
         cr_assert_eq(mt_f16_from_f32(mt_f32_from_f16((uint16_t)h)), h);
 }
 
+/* Signed zeros (min and max in the order -0 < +0, whatever the reduction
+ * order), groups that are all one value, tiny and fp16-subnormal ranges,
+ * and the errors, through the hand-written AVX-512 shapes (keys with
+ * channels % 16 == 0, values with group % 16 == 0) and the generic ones:
+ * every variant gives the scalar bits and return value. */
+Test(kernels, kv_variants_on_edge_values)
+{
+    enum { T = 32, C = 64 };
+    static float x[T * C], y[T * C], y2[T * C];
+    static uint8_t codes[T * C], codes2[T * C];
+    static uint16_t meta[2 * T * C], meta2[2 * T * C];
+    static const size_t groups[] = {16, 32, 8};
+    for (int kind = 0; kind < 2; kind++)
+        for (unsigned bits = 2; bits <= 8; bits *= 2)
+            for (size_t gi = 0; gi < 3; gi++)
+                for (int edit = 0; edit < 4; edit++) {
+                    size_t G = groups[gi];
+                    fill_mixed(x, T * C);
+                    for (size_t i = 0; i < T * C; i++) {
+                        if (i % 7 == 0)
+                            x[i] = (i / 7) % 2 ? -0.0f : 0.0f;
+                        if ((i / 64) % 5 == 1)
+                            x[i] = (i % 3) ? 0.0f : -0.0f; /* groups of zeros only */
+                        if ((i / 64) % 5 == 2)
+                            x[i] = 3e-6f * (float)(i % 13) - 1e-5f; /* fp16 subnormals */
+                        if ((i / 64) % 5 == 3)
+                            x[i] = 0.25f;
+                    }
+                    int want = 0;
+                    if (edit == 1) {
+                        x[T * C - 3] = NAN;
+                        want = -EDOM;
+                    } else if (edit == 2) {
+                        x[T * C / 2 + 5] = 3e7f;
+                        want = -ERANGE;
+                    } else if (edit == 3) {
+                        /* both errors: which comes first depends on the
+                         * shape; every variant must report the scalar's */
+                        x[5] = 3e7f;
+                        x[T * C - 1] = -INFINITY;
+                        want = kind == MT_KV_VALUES || G < T ? -ERANGE : -EDOM;
+                    }
+                    struct mt_kv_layout l;
+                    cr_assert_eq(mt_kv_layout((enum mt_kv_kind)kind, T, C, bits, G, &l), 0);
+                    use(MT_ISA_SCALAR);
+                    int r = mt_kv_quantize((enum mt_kv_kind)kind, x, T, C, bits, G, codes, meta);
+                    cr_assert_eq(r, want, "kind %d bits %u G %zu edit %d: %d", kind, bits, G, edit, r);
+                    if (!want)
+                        mt_kv_dequantize((enum mt_kv_kind)kind, codes, meta, T, C, bits, G, y);
+                    for (int isa = 1; isa < MT_ISA_COUNT; isa++) {
+                        if (!mt_isa_supported((enum mt_isa)isa))
+                            continue;
+                        use((enum mt_isa)isa);
+                        cr_assert_eq(mt_kv_quantize((enum mt_kv_kind)kind, x, T, C, bits, G, codes2,
+                                                    meta2),
+                                     want, "%s", mt_isa_name((enum mt_isa)isa));
+                        if (want)
+                            continue;
+                        cr_assert_eq(memcmp(codes, codes2, l.code_bytes), 0, "%s codes kind %d bits %u G %zu",
+                                     mt_isa_name((enum mt_isa)isa), kind, bits, G);
+                        cr_assert_eq(memcmp(meta, meta2, l.meta_bytes), 0, "%s meta kind %d bits %u G %zu",
+                                     mt_isa_name((enum mt_isa)isa), kind, bits, G);
+                        mt_kv_dequantize((enum mt_kv_kind)kind, codes, meta, T, C, bits, G, y2);
+                        cr_assert_eq(memcmp(y, y2, sizeof y), 0, "%s dequant", mt_isa_name((enum mt_isa)isa));
+                    }
+                    if (want)
+                        continue;
+                    /* a group mixing -0 and +0 with min 0 has zero point -0 */
+                    if (kind == MT_KV_VALUES && G == 16) {
+                        size_t grp = 64 / G; /* row 1: groups of zeros only */
+                        cr_assert_eq(meta[2 * grp], 0x8000);
+                        cr_assert_eq(meta[2 * grp + 1], 0x0000);
+                    }
+                }
+    use(mt_isa_best());
+}
+
 /* ---- latent ------------------------------------------------------------ */
 
 Test(kernels, latent_exact_rank_and_pythagoras)
