@@ -160,6 +160,17 @@ int mt_adamw8_step(float *param, const float *grad, int8_t *m, float *m_absmax, 
     float *mt = scratch, *vt = scratch + scratch_n;
     for (size_t b = 0, i = 0; i < n; b++, i += block) {
         size_t len = n - i < block ? n - i : block;
+        /* The step is compute-bound per block: fetch the next block's
+         * parameters, gradients and codes meanwhile (a cache line each). */
+        if (n - i > 2 * block)
+            for (size_t j = i + block; j < i + 2 * block; j += 16) {
+                __builtin_prefetch(param + j, 1);
+                __builtin_prefetch(grad + j, 0);
+                if ((j - i) % 64 == 0) {
+                    __builtin_prefetch(m + j, 1);
+                    __builtin_prefetch(v + j, 1);
+                }
+            }
         f(&k, param + i, grad + i, m + i, m_absmax[b], v + i, v_absmax[b], len, mt, vt);
         q(mt, len, m + i, &m_absmax[b]);
         q(vt, len, v + i, &v_absmax[b]);
