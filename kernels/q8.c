@@ -224,8 +224,16 @@ int mt_q8_quantize(const float *x, size_t n, size_t block, int8_t *codes, float 
     if (!block)
         return -EINVAL;
     q8_block_fn f = fns[mti_isa()];
-    for (size_t b = 0, i = 0; i < n; b++, i += block)
+    size_t ahead = block < 1024 ? (1024 / block + 1) * block : block;
+    for (size_t b = 0, i = 0; i < n; b++, i += block) {
+        /* A block is two passes, the second from L1: fetch the input at
+         * least 4 KiB ahead meanwhile so that the first pass does not wait
+         * (one block ahead is too short a distance for small blocks). */
+        if (n - i > ahead + block)
+            for (size_t j = i + ahead; j < i + ahead + block; j += 16)
+                __builtin_prefetch(x + j, 0);
         f(x + i, n - i < block ? n - i : block, codes + i, absmax + b);
+    }
     return 0;
 }
 
