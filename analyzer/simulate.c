@@ -38,6 +38,7 @@ struct sim_ent {
     uint64_t key;
     uint64_t base, pred;   /* bytes in the baseline, predicted */
     int32_t seg;           /* checkpoint segment, -1 */
+    uint32_t fwd;          /* the forward it was made in (checkpointed ones) */
     uint16_t acct;         /* 0 host, 1 + device index */
     uint8_t cat;
     uint8_t dropped;       /* freed early by checkpointing, not yet remade */
@@ -162,7 +163,7 @@ struct seg_state {
     uint64_t boundary;  /* the key kept: the last block's output */
     bool remat;         /* remade in the current backward */
     uint64_t t_start;   /* forward start of the segment */
-    uint64_t temp;      /* transient of its forward (the largest block's) */
+    uint64_t temp[2];   /* transient of its forward (the largest block's), host and GPU */
 };
 
 struct sim_run {
@@ -185,11 +186,14 @@ struct sim_run {
     struct seg_state seg[MT_SIM_MAX_BLOCKS];
     uint64_t steps;
     int last_remat;                /* the segment remade last in this backward, -1 */
+    uint32_t fwd_inst;             /* forwards seen */
     double recompute_s;
     /* measurement of the chain (baseline replay) */
-    uint64_t blk_t0[MT_SIM_MAX_BLOCKS], blk_live0[MT_SIM_MAX_BLOCKS], blk_grow[MT_SIM_MAX_BLOCKS];
+    /* [blk][0] the host heap, [blk][1] the first GPU's per-tensor memory */
+    uint64_t blk_t0[MT_SIM_MAX_BLOCKS], blk_live0[MT_SIM_MAX_BLOCKS][2], blk_grow[MT_SIM_MAX_BLOCKS][2];
+    uint64_t blk_act2[MT_SIM_MAX_BLOCKS][2], min_temp[MT_SIM_MAX_BLOCKS][2];
     uint64_t blk_act[MT_SIM_MAX_BLOCKS], blk_last[MT_SIM_MAX_BLOCKS];
-    double sum_act[MT_SIM_MAX_BLOCKS], sum_out[MT_SIM_MAX_BLOCKS], sum_temp[MT_SIM_MAX_BLOCKS], sum_t[MT_SIM_MAX_BLOCKS];
+    double sum_act[MT_SIM_MAX_BLOCKS], sum_out[MT_SIM_MAX_BLOCKS], sum_t[MT_SIM_MAX_BLOCKS];
     unsigned nfwd[MT_SIM_MAX_BLOCKS];
     uint64_t kv_unit;              /* bytes per token of the KV cache (window) */
     int err;
@@ -272,6 +276,7 @@ static void set_phase(struct sim_run *r)
     }
     if (kind == KIND_FORWARD && r->cur_kind != KIND_FORWARD) {
         /* A new forward: the segments start afresh. */
+        r->fwd_inst++;
         for (unsigned i = 0; i < MT_SIM_MAX_BLOCKS; i++) {
             r->seg[i].nkeys = 0;
             r->seg[i].boundary = 0;
@@ -394,7 +399,7 @@ static void remat(struct sim_run *r, int s)
     }
     for (size_t a = 0; a < r->nacct && a < 64; a++)
         if (back[a])
-            acct_spike(r, &r->acct[a], g->temp);
+            acct_spike(r, &r->acct[a], g->temp[a ? 1 : 0]);
 }
 
 static void drop(struct sim_run *r, int s)
@@ -437,10 +442,13 @@ static int alloc_event(struct sim_run *r, uint64_t key, uint64_t seq, uint64_t s
         if (r->measure) {
             r->blk_act[blk] += size;
             r->blk_last[blk] = size;
+            if (acct < 2)
+                r->blk_act2[blk][acct] += size;
         }
         int s = r->o->seg[blk];
         if (s >= 0) {
             e.seg = s;
+            e.fwd = r->fwd_inst;
             if (seg_add(&r->seg[s], key) < 0)
                 return -ENOMEM;
             r->seg[s].boundary = key; /* the last one made is the output */
@@ -486,8 +494,10 @@ static void free_event(struct sim_run *r, uint64_t key)
     struct sim_ent *f = st_find(&r->tab, key);
     if (!f)
         return;
-    if (f->seg >= 0 && f->dropped && r->cur_kind == KIND_BACKWARD)
+    if (f->seg >= 0 && f->dropped && r->cur_kind == KIND_BACKWARD && f->fwd == r->fwd_inst)
         remat(r, f->seg);
+    /* (one of an earlier forward, its free deferred past its backward, is
+     * gone already and brings nothing back) */
     struct sim_ent e;
     if (!st_remove(&r->tab, key, &e))
         return;
@@ -532,8 +542,11 @@ static void scope_push(struct sim_run *r, int id, uint64_t t)
     } else if (r->cur_kind == KIND_FORWARD && r->str[id].exact) {
         if (r->measure) {
             r->blk_t0[blk] = t;
-            r->blk_live0[blk] = r->acct[0].live_base;
-            r->blk_grow[blk] = 0;
+            for (unsigned k = 0; k < 2 && k < r->nacct; k++) {
+                r->blk_live0[blk][k] = r->acct[k].live_base;
+                r->blk_grow[blk][k] = 0;
+                r->blk_act2[blk][k] = 0;
+            }
             r->blk_act[blk] = 0;
             r->blk_last[blk] = 0;
         }
@@ -553,10 +566,16 @@ static void scope_pop(struct sim_run *r, uint64_t t)
         return;
     int blk = r->str[id].block;
     if (r->measure) {
-        uint64_t grow = r->blk_grow[blk];
         r->sum_act[blk] += (double)r->blk_act[blk];
         r->sum_out[blk] += (double)r->blk_last[blk];
-        r->sum_temp[blk] += grow > r->blk_act[blk] ? (double)(grow - r->blk_act[blk]) : 0.0;
+        /* The transient: the growth beyond the activations, the least over
+         * steps (the first may pay for a library's lazy set-up). */
+        for (unsigned k = 0; k < 2 && k < r->nacct; k++) {
+            uint64_t grow = r->blk_grow[blk][k], act = r->blk_act2[blk][k];
+            uint64_t temp = grow > act ? grow - act : 0;
+            if (!r->nfwd[blk] || temp < r->min_temp[blk][k])
+                r->min_temp[blk][k] = temp;
+        }
         r->sum_t[blk] += (double)(t - r->blk_t0[blk]) / 1e9;
         r->nfwd[blk]++;
     }
@@ -576,9 +595,11 @@ static void measure_growth(struct sim_run *r)
         int id = r->sstack[d];
         if (id >= 0 && (size_t)id < r->nstr && r->str[id].block >= 0 && r->str[id].exact) {
             int blk = r->str[id].block;
-            uint64_t live = r->acct[0].live_base;
-            if (live > r->blk_live0[blk] && live - r->blk_live0[blk] > r->blk_grow[blk])
-                r->blk_grow[blk] = live - r->blk_live0[blk];
+            for (unsigned k = 0; k < 2 && k < r->nacct; k++) {
+                uint64_t live = r->acct[k].live_base;
+                if (live > r->blk_live0[blk][k] && live - r->blk_live0[blk][k] > r->blk_grow[blk][k])
+                    r->blk_grow[blk][k] = live - r->blk_live0[blk][k];
+            }
         }
     }
 }
@@ -944,9 +965,15 @@ static int run_setup(struct mt_sim_base *b, const struct mt_sim_opts *o, struct 
     for (size_t i = 0; i < b->ph.ndev; i++)
         r->acct[1 + i].device = b->ph.dev[i].device;
     /* A segment's recompute transient: its largest block's. */
-    for (unsigned i = 0; i < b->chain.n; i++)
-        if (o->seg[i] >= 0 && b->chain.temp[i] > r->seg[o->seg[i]].temp)
-            r->seg[o->seg[i]].temp = b->chain.temp[i];
+    for (unsigned i = 0; i < b->chain.n; i++) {
+        if (o->seg[i] < 0)
+            continue;
+        struct seg_state *g = &r->seg[o->seg[i]];
+        if (b->chain.temp[i] > g->temp[0])
+            g->temp[0] = b->chain.temp[i];
+        if (b->chain.temp_gpu[i] > g->temp[1])
+            g->temp[1] = b->chain.temp_gpu[i];
+    }
     return 0;
 }
 
@@ -985,7 +1012,8 @@ int mt_sim_open(const char *path, struct mt_sim_base **out, struct mt_error *err
             unsigned k = r.nfwd[i] ? r.nfwd[i] : 1;
             c->act[i] = (uint64_t)(r.sum_act[i] / k);
             c->out[i] = (uint64_t)(r.sum_out[i] / k);
-            c->temp[i] = (uint64_t)(r.sum_temp[i] / k);
+            c->temp[i] = r.nfwd[i] ? r.min_temp[i][0] : 0;
+            c->temp_gpu[i] = r.nfwd[i] ? r.min_temp[i][1] : 0;
             c->fwd_s[i] = r.sum_t[i] / k;
         }
     }

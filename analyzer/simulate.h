@@ -73,7 +73,9 @@ struct mt_sim_chain {
     unsigned n;               /* blocks prefix.0 .. prefix.n-1 */
     uint64_t act[MT_SIM_MAX_BLOCKS];   /* activation bytes made in its forward (mean over steps) */
     uint64_t out[MT_SIM_MAX_BLOCKS];   /* of those, its output (the last one made) */
-    uint64_t temp[MT_SIM_MAX_BLOCKS];  /* transient peak of its forward over the activations */
+    uint64_t temp[MT_SIM_MAX_BLOCKS];  /* transient peak of its forward over the activations
+                                          (host heap; least over steps) */
+    uint64_t temp_gpu[MT_SIM_MAX_BLOCKS]; /* the same on the first GPU */
     double fwd_s[MT_SIM_MAX_BLOCKS];   /* its forward time (mean over steps) */
 };
 
