@@ -796,14 +796,21 @@ static inline bool wrapping(void)
     return atomic_load_explicit(&mti_state, memory_order_relaxed) == MTI_ON;
 }
 
+/* A resolver's answer: the pointer it found, wrapped when it is one of
+ * ours and recording is on. */
+static inline void wrap_result(int r, void **pfn, const char *symbol, int version, uint64_t flags)
+{
+    if (r == MTI_CUDA_SUCCESS && pfn && *pfn && symbol && wrapping())
+        *pfn = mti_cuda_wrap_proc(symbol, *pfn, version, flags);
+}
+
 static CUresult impl_GET_PROC(unsigned e, unsigned slot, P_GET_PROC)
 {
     REAL(GET_PROC);
     if (!real)
         return MTI_CUDA_ERROR_NOT_INITIALIZED;
     CUresult r = real(A_GET_PROC);
-    if (r == MTI_CUDA_SUCCESS && pfn && *pfn && symbol && wrapping())
-        *pfn = mti_cuda_wrap_proc(symbol, *pfn, version, flags);
+    wrap_result(r, pfn, symbol, version, flags);
     return r;
 }
 
@@ -813,8 +820,7 @@ static CUresult impl_GET_PROC_V2(unsigned e, unsigned slot, P_GET_PROC_V2)
     if (!real)
         return MTI_CUDA_ERROR_NOT_INITIALIZED;
     CUresult r = real(A_GET_PROC_V2);
-    if (r == MTI_CUDA_SUCCESS && pfn && *pfn && symbol && wrapping())
-        *pfn = mti_cuda_wrap_proc(symbol, *pfn, version, flags);
+    wrap_result(r, pfn, symbol, version, flags);
     return r;
 }
 
@@ -827,8 +833,7 @@ static cudaError_t impl_ENTRY_POINT(unsigned e, unsigned slot, P_ENTRY_POINT)
     if (!real)
         return MTI_CUDA_ERROR_NOT_INITIALIZED;
     cudaError_t r = real(A_ENTRY_POINT);
-    if (r == MTI_CUDA_SUCCESS && pfn && *pfn && symbol && wrapping())
-        *pfn = mti_cuda_wrap_proc(symbol, *pfn, VERSION_NEWEST, flags);
+    wrap_result(r, pfn, symbol, VERSION_NEWEST, flags);
     return r;
 }
 
@@ -838,8 +843,7 @@ static cudaError_t impl_ENTRY_POINT_BY_VERSION(unsigned e, unsigned slot, P_ENTR
     if (!real)
         return MTI_CUDA_ERROR_NOT_INITIALIZED;
     cudaError_t r = real(A_ENTRY_POINT_BY_VERSION);
-    if (r == MTI_CUDA_SUCCESS && pfn && *pfn && symbol && wrapping())
-        *pfn = mti_cuda_wrap_proc(symbol, *pfn, (int)version, flags);
+    wrap_result(r, pfn, symbol, (int)version, flags);
     return r;
 }
 
