@@ -447,6 +447,14 @@ Test(run, help_of_every_command)
     expect_help(rep, "Usage: memtrace report ");
     char *p[] = { memtrace_exe(), "pack", "--help", NULL };
     expect_help(p, "Usage: memtrace pack ");
+    static const char *const more[] = { "diff", "dump", "simulate", "plan", "verify", "flamegraph", "timeline",
+                                         "script" };
+    for (size_t i = 0; i < sizeof more / sizeof *more; i++) {
+        char *argv[] = { memtrace_exe(), (char *)more[i], "--help", NULL };
+        char want[64];
+        snprintf(want, sizeof want, "Usage: memtrace %s ", more[i]);
+        expect_help(argv, want);
+    }
 }
 
 Test(run, no_or_unknown_command_is_a_usage_error)
