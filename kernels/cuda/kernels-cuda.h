@@ -22,8 +22,11 @@ cudaError_t mtc_q8_dequantize(const int8_t *codes, const float *absmax, size_t n
 cudaError_t mtc_adamw8_step(float *param, const float *grad, int8_t *m, float *m_absmax,
                             int8_t *v, float *v_absmax, size_t n, size_t block,
                             const struct mt_adamw_params *hp, long step, cudaStream_t stream);
-/* Same shape rules as mt_kv_layout; values groups of 1..32 dividing 32 take
- * the warp-per-group path, other groups a slower thread-per-group one. */
+/* Same shape rules as mt_kv_layout. Fast paths where channels % 4 == 0, x
+ * and meta are 16-byte aligned and codes 4-byte aligned: keys groups 8, 16
+ * and 32, values groups 8, 16, 32 and 64 (dequantize: keys any group);
+ * other shapes take slower generic kernels (values groups dividing 32 a
+ * warp per group, others a thread per group). */
 cudaError_t mtc_kv_quantize(enum mt_kv_kind kind, const float *x, size_t tokens, size_t channels,
                             unsigned bits, size_t group, uint8_t *codes, uint16_t *meta,
                             cudaStream_t stream);
