@@ -18,7 +18,10 @@
  * exhaustively over all 2^32 bit patterns), the same subtraction, division,
  * conversion (rne under the default rounding mode, as rintf) and integer
  * clamp per value, and the packing of 16 codes at a time with byte
- * multiply-adds. Dequantization is one shuffle, variable shift and mask per
+ * multiply-adds. Keys are taken 128 channels x G rows at a time (in L1
+ * between the min/max and the codes pass, min/max in registers, the tile
+ * two on prefetched), and 64 codes are packed per saturating pack where a
+ * tile is a multiple of 64 channels. Dequantization is one shuffle, variable shift and mask per
  * 16 codes, then the same multiply and add.
  *
  * Layout: each row (token) of codes is channels * bits / 8 bytes, codes
@@ -338,6 +341,33 @@ MTI_AVX512 MTI_INLINE void pack16(__m512i q, unsigned bits, uint8_t *out)
     }
 }
 
+/* mt_kv_code of 64 values (4 vectors, zero points z[k] and divisors d[k])
+ * packed to 8 * bits bytes at out: the saturating packs clamp to [0, 255]
+ * as the integer clamp does (for 2 and 4 bits a byte min then clamps to
+ * the levels), and one dword permutation puts the 64 codes back in order. */
+MTI_AVX512 MTI_INLINE void codes64(const float *x, const __m512 *z, const __m512 *d, unsigned bits,
+                                   uint8_t *out)
+{
+    __m512i q[4];
+    for (int k = 0; k < 4; k++)
+        q[k] = _mm512_cvtps_epi32(_mm512_div_ps(_mm512_sub_ps(_mm512_loadu_ps(x + 16 * k), z[k]), d[k]));
+    __m512i b = _mm512_packus_epi16(_mm512_packus_epi32(q[0], q[1]), _mm512_packus_epi32(q[2], q[3]));
+    /* dword 4i + k holds codes 16k + 4i .. 16k + 4i + 3 */
+    b = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), b);
+    if (bits == 8) {
+        _mm512_storeu_si512(out, b);
+    } else if (bits == 4) {
+        b = _mm512_min_epu8(b, _mm512_set1_epi8(15));
+        __m512i w = _mm512_maddubs_epi16(b, _mm512_set1_epi16(0x1001)); /* c0 + 16 c1 */
+        _mm256_storeu_si256((__m256i *)out, _mm512_cvtepi16_epi8(w));
+    } else {
+        b = _mm512_min_epu8(b, _mm512_set1_epi8(3));
+        __m512i w = _mm512_maddubs_epi16(b, _mm512_set1_epi16(0x0401)); /* c0 + 4 c1 */
+        __m512i dw = _mm512_madd_epi16(w, _mm512_set1_epi32(0x00100001)); /* w0 + 16 w1 */
+        _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(dw));
+    }
+}
+
 /* The shuffle, shifts and mask that unpack 16 codes of that width. */
 struct unpacker {
     __m128i idx;
@@ -377,6 +407,69 @@ MTI_AVX512 MTI_INLINE __m512 unpack16(const uint8_t *in, unsigned bits, const st
     return _mm512_cvtepi32_ps(q);
 }
 
+/* Keys, channels % 16 == 0: the group (G rows of C channels) is taken a
+ * tile of KEY_TILE channels at a time, so that the tile's G rows stay in
+ * L1 between its min/max pass and its codes pass and the min/max
+ * accumulators stay in registers; the next tile is fetched during the
+ * codes pass. One tile of nv (a constant once inlined) vectors of 16
+ * channels from c0: 0, -EDOM or -ERANGE as kvq_body would return for the
+ * group (an overflow is reported only once the whole group is known to be
+ * finite). The codes pass fetches the tile KEY_TILE_AHEAD tiles on (into
+ * the next group at the end of this one). */
+#define KEY_TILE 128
+#define KEY_TILE_AHEAD 2
+
+MTI_AVX512 MTI_INLINE int keys_tile(const float *x0, const float *next, size_t C, size_t G,
+                                    size_t c0, size_t nv, unsigned bits, __m512 levels,
+                                    __m512i lvi, uint16_t *mt, float *z, float *d, uint8_t *out,
+                                    size_t row_bytes)
+{
+    __m512i kn[KEY_TILE / 16], kx[KEY_TILE / 16];
+    for (size_t v = 0; v < nv; v++)
+        kn[v] = kx[v] = key16(_mm512_loadu_si512(x0 + c0 + 16 * v));
+    for (size_t t = 1; t < G; t++)
+        for (size_t v = 0; v < nv; v++) {
+            __m512i k = key16(_mm512_loadu_si512(x0 + t * C + c0 + 16 * v));
+            kn[v] = _mm512_min_epi32(kn[v], k);
+            kx[v] = _mm512_max_epi32(kx[v], k);
+        }
+    /* a tile holds an Inf or NaN iff its extremes do */
+    __mmask16 bad = 0;
+    for (size_t v = 0; v < nv; v++)
+        bad |= nonfinite16(key16(kn[v])) | nonfinite16(key16(kx[v]));
+    if (bad)
+        return -EDOM;
+    __m512 zv[KEY_TILE / 16], dv[KEY_TILE / 16];
+    for (size_t v = 0; v < nv; v++) {
+        size_t c = c0 + 16 * v;
+        if (params16(_mm512_castsi512_ps(key16(kn[v])), _mm512_castsi512_ps(key16(kx[v])), levels,
+                     0xffff, mt + 2 * c, z + c, d + c)) {
+            for (size_t t = 0; t < G; t++)
+                for (size_t c1 = c0 + 16 * nv; c1 < C; c1 += 16)
+                    if (nonfinite16(_mm512_loadu_si512(x0 + t * C + c1)))
+                        return -EDOM;
+            return -ERANGE;
+        }
+        zv[v] = _mm512_loadu_ps(z + c);
+        dv[v] = _mm512_loadu_ps(d + c);
+    }
+    for (size_t t = 0; t < G; t++) {
+        const float *xr = x0 + t * C + c0;
+        uint8_t *o = out + t * row_bytes + c0 * bits / 8;
+        if (next)
+            for (size_t v = 0; v < nv; v++)
+                _mm_prefetch((const char *)(next + t * C + 16 * v), _MM_HINT_T0);
+        if (nv % 4 == 0)
+            for (size_t v = 0; v < nv; v += 4)
+                codes64(xr + 16 * v, zv + v, dv + v, bits, o + 16 * v * bits / 8);
+        else
+            for (size_t v = 0; v < nv; v++)
+                pack16(codes16(_mm512_loadu_ps(xr + 16 * v), zv[v], dv[v], lvi), bits,
+                       o + 16 * v * bits / 8);
+    }
+    return 0;
+}
+
 /* Keys, channels % 16 == 0. Scratch as kvq_body's. */
 MTI_AVX512 static int kvq_keys_avx512(const float *x, size_t T, size_t C, unsigned bits, size_t G,
                                       uint8_t *codes, uint16_t *meta, float *ws)
@@ -384,51 +477,28 @@ MTI_AVX512 static int kvq_keys_avx512(const float *x, size_t T, size_t C, unsign
     const unsigned lv = (1u << bits) - 1u;
     const __m512 levels = _mm512_set1_ps((float)lv);
     const __m512i lvi = _mm512_set1_epi32((int)lv);
-    size_t row_bytes = C * bits / 8;
+    size_t row_bytes = C * bits / 8, full = C - C % KEY_TILE;
     float *z = ws, *d = ws + C;
-    int32_t *kn = (int32_t *)(ws + 2 * C), *kx = (int32_t *)(ws + 3 * C);
     for (size_t tg = 0; tg < T / G; tg++) {
         const float *x0 = x + tg * G * C;
-        __mmask16 bad = 0;
-        for (size_t c = 0; c < C; c += 16) {
-            __m512i u = _mm512_loadu_si512(x0 + c);
-            bad |= nonfinite16(u);
-            __m512i k = key16(u);
-            _mm512_storeu_si512(kn + c, k);
-            _mm512_storeu_si512(kx + c, k);
-        }
-        for (size_t t = 1; t < G; t++)
-            for (size_t c = 0; c < C; c += 16) {
-                __m512i u = _mm512_loadu_si512(x0 + t * C + c);
-                bad |= nonfinite16(u);
-                __m512i k = key16(u);
-                _mm512_storeu_si512(kn + c, _mm512_min_epi32(_mm512_loadu_si512(kn + c), k));
-                _mm512_storeu_si512(kx + c, _mm512_max_epi32(_mm512_loadu_si512(kx + c), k));
-            }
-        if (bad)
-            return -EDOM;
+        const float *xnext = tg + 1 < T / G ? x0 + G * C : NULL;
         uint16_t *mt = meta + 2 * tg * C;
-        for (size_t c = 0; c < C; c += 16) {
-            __m512 mn = _mm512_castsi512_ps(key16(_mm512_loadu_si512(kn + c)));
-            __m512 mx = _mm512_castsi512_ps(key16(_mm512_loadu_si512(kx + c)));
-            if (params16(mn, mx, levels, 0xffff, mt + 2 * c, z + c, d + c))
-                return -ERANGE;
+        uint8_t *out = codes + tg * G * row_bytes;
+        int r = 0;
+        for (size_t c0 = 0; c0 < full && !r; c0 += KEY_TILE) {
+            /* the next tile: the next channels, or the next group's first */
+            size_t ahead = c0 + KEY_TILE_AHEAD * KEY_TILE;
+            const float *next = ahead < C                          ? x0 + ahead
+                                : xnext && ahead - C < G * C ? xnext + (ahead - C)
+                                                             : NULL;
+            r = keys_tile(x0, next, C, G, c0, KEY_TILE / 16, bits, levels, lvi, mt, z, d, out,
+                          row_bytes);
         }
-        /* The codes pass reads the group back from cache and is
-         * compute-bound: fetch the next group meanwhile, so that its
-         * min/max pass finds it in cache. */
-        int more = tg + 1 < T / G;
-        for (size_t t = 0; t < G; t++) {
-            const float *xr = x0 + t * C;
-            uint8_t *out = codes + (tg * G + t) * row_bytes;
-            for (size_t c = 0; c < C; c += 16) {
-                if (more)
-                    _mm_prefetch((const char *)(xr + G * C + c), _MM_HINT_T1);
-                pack16(codes16(_mm512_loadu_ps(xr + c), _mm512_loadu_ps(z + c),
-                               _mm512_loadu_ps(d + c), lvi),
-                       bits, out + c * bits / 8);
-            }
-        }
+        for (size_t c0 = full; c0 < C && !r; c0 += 16)
+            r = keys_tile(x0, c0 + 16 < C ? x0 + c0 + 16 : xnext, C, G, c0, 1, bits, levels, lvi,
+                          mt, z, d, out, row_bytes);
+        if (r)
+            return r;
     }
     return 0;
 }
