@@ -310,6 +310,50 @@ Test(kernels, kv_round_trip_bounds_packing_and_variants)
             }
 }
 
+/* Wide shapes reach the SIMD variants' full tiles (128 channels of 32 rows
+ * for keys) and their 64-code packing, and ragged ones their tails: every
+ * variant must give the scalar's bits. */
+Test(kernels, kv_variants_on_wide_shapes)
+{
+    static const size_t chans[] = {1024, 1040, 160};
+    static const unsigned bits_list[] = {2, 4, 8};
+    enum { T = 64 };
+    for (size_t ci = 0; ci < 3; ci++) {
+        size_t C = chans[ci];
+        float *x = malloc(sizeof *x * T * C);
+        uint8_t *codes = malloc(T * C), *codes2 = malloc(T * C);
+        uint16_t *meta = malloc(sizeof *meta * 2 * T * C), *meta2 = malloc(sizeof *meta2 * 2 * T * C);
+        cr_assert(x && codes && codes2 && meta && meta2);
+        fill_mixed(x, T * C);
+        for (int kind = 0; kind < 2; kind++)
+            for (size_t bi = 0; bi < 3; bi++)
+                for (size_t G = 16; G <= 32; G += 16) {
+                    unsigned bits = bits_list[bi];
+                    if (kind == MT_KV_VALUES && C % G)
+                        continue; /* values group along the channels */
+                    struct mt_kv_layout l;
+                    cr_assert_eq(mt_kv_layout((enum mt_kv_kind)kind, T, C, bits, G, &l), 0);
+                    use(MT_ISA_SCALAR);
+                    cr_assert_eq(mt_kv_quantize((enum mt_kv_kind)kind, x, T, C, bits, G, codes, meta), 0);
+                    for (int isa = 1; isa < MT_ISA_COUNT; isa++) {
+                        if (!mt_isa_supported((enum mt_isa)isa))
+                            continue;
+                        use((enum mt_isa)isa);
+                        cr_assert_eq(mt_kv_quantize((enum mt_kv_kind)kind, x, T, C, bits, G, codes2, meta2), 0);
+                        cr_assert_eq(memcmp(codes, codes2, l.code_bytes), 0, "%s codes, C %zu kind %d bits %u G %zu",
+                                     mt_isa_name((enum mt_isa)isa), C, kind, bits, G);
+                        cr_assert_eq(memcmp(meta, meta2, l.meta_bytes), 0, "%s meta, C %zu",
+                                     mt_isa_name((enum mt_isa)isa), C);
+                    }
+                }
+        free(x);
+        free(codes);
+        free(codes2);
+        free(meta);
+        free(meta2);
+    }
+}
+
 Test(kernels, kv_edge_cases)
 {
     enum { T = 8, C = 16 };
