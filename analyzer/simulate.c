@@ -1067,10 +1067,87 @@ static uint64_t kv_unit(struct mt_sim_base *b, struct mt_error *err)
     return unit;
 }
 
+/* The predicted peak the budget is about: the host heap's, or the
+ * device's per-tensor memory. 0 and *peak, or a negative code. */
+static int replay_peak(struct mt_sim_base *b, const struct mt_sim_opts *o, uint64_t *peak, struct mt_error *err)
+{
+    struct sim_run r;
+    int rc = run_setup(b, o, &r);
+    if (rc == 0)
+        rc = replay(&r, err);
+    if (rc == 0) {
+        *peak = r.acct[0].peak_pred;
+        for (size_t i = 1; o->device >= 0 && i < r.nacct; i++)
+            if ((int)r.acct[i].device == o->device)
+                *peak = r.acct[i].peak_pred;
+    }
+    run_free(&r);
+    return rc;
+}
+
+/* A budget schedule chosen on the chain model, held against replays (for
+ * chains of at most 16 blocks): blocks are added, best bytes per second
+ * first, while the replayed peak is over the budget, then taken out again,
+ * the most expensive recompute first, while it stays within. */
+static int refine_schedule(struct mt_sim_base *b, struct mt_sim_opts *o, struct mt_error *err)
+{
+    const struct mt_sim_chain *c = &b->chain;
+    if ((o->ck != MT_CK_BUDGET && o->ck != MT_CK_OPTIMAL) || c->n == 0 || c->n > 16)
+        return 0;
+    uint64_t peak;
+    int rc = replay_peak(b, o, &peak, err);
+    while (rc == 0 && peak > o->ck_budget) {
+        int best = -1;
+        double best_score = -1;
+        for (unsigned i = 0; i < c->n; i++) {
+            double score = ((double)c->act[i] - (double)c->out[i]) / fmax(c->fwd_s[i], 1e-9);
+            if (o->seg[i] < 0 && score > best_score) {
+                best_score = score;
+                best = (int)i;
+            }
+        }
+        if (best < 0)
+            return 0; /* everything is checkpointed: as near as it gets */
+        int fresh = 0; /* a segment of its own, numbered after the others */
+        for (unsigned i = 0; i < c->n; i++)
+            fresh = o->seg[i] >= fresh ? o->seg[i] + 1 : fresh;
+        o->seg[best] = fresh;
+        rc = replay_peak(b, o, &peak, err);
+    }
+    bool tried[16] = { false };
+    while (rc == 0) {
+        int worst = -1;
+        double worst_t = -1;
+        for (unsigned i = 0; i < c->n; i++) {
+            /* only blocks alone in their segment come out one by one */
+            bool alone = o->seg[i] >= 0 && (i == 0 || o->seg[i - 1] != o->seg[i]) &&
+                         (i + 1 == c->n || o->seg[i + 1] != o->seg[i]);
+            if (alone && !tried[i] && c->fwd_s[i] > worst_t) {
+                worst_t = c->fwd_s[i];
+                worst = (int)i;
+            }
+        }
+        if (worst < 0)
+            break;
+        tried[worst] = true;
+        int saved = o->seg[worst];
+        o->seg[worst] = -1;
+        uint64_t p;
+        if ((rc = replay_peak(b, o, &p, err)) < 0)
+            break;
+        if (p > o->ck_budget)
+            o->seg[worst] = saved;
+    }
+    return rc;
+}
+
 int mt_sim_run(struct mt_sim_base *b, struct mt_sim_opts *o, struct mt_sim_result *res, struct mt_error *err)
 {
     memset(res, 0, sizeof *res);
     fill_schedule(b, o, res->note, sizeof res->note);
+    int rrc = refine_schedule(b, o, err);
+    if (rrc < 0)
+        return rrc;
     struct sim_run r;
     int rc = run_setup(b, o, &r);
     if (rc == 0 && o->kv_window) {
