@@ -59,9 +59,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# memtrace's Python API, from this source tree (../python); a no-op module
-# when memtrace is not loaded in this process, and replaced by a stub when
-# the directory is not there (the example copied elsewhere).
+# memtrace's Python API, from this source tree (../python); its calls do
+# nothing when memtrace is not loaded in this process, and without the
+# directory (the example copied elsewhere) the cache is simply not tagged.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 try:
     import memtrace

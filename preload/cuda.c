@@ -530,17 +530,23 @@ static CUresult impl_ALLOC_PITCH(unsigned e, unsigned slot, P_ALLOC_PITCH)
     return r;
 }
 
-static CUresult impl_FREE(unsigned e, unsigned slot, P_FREE)
-{
-    CALL_REAL(FREE);
-    if (!dptr)
-        return real(A_FREE);
-    struct pending_free f;
-    free_begin(&f, dptr, MT_GPU_SPACE_DEVICE, MT_GPU_SPACE_MANAGED);
-    CUresult r = real(A_FREE);
-    free_end(&f, r, MT_GPU_API_MEM_FREE);
-    return r;
-}
+/* The driver's releases: numbered before the call, written if it worked
+ * (a null or zero argument goes through unrecorded). */
+#define DRIVER_FREE(kind, addr_expr, space, space2, api)                                           \
+    static CUresult impl_##kind(unsigned e, unsigned slot, P_##kind)                               \
+    {                                                                                              \
+        CALL_REAL(kind);                                                                           \
+        uint64_t addr_ = (uint64_t)(addr_expr);                                                    \
+        if (!addr_)                                                                                \
+            return real(A_##kind);                                                                 \
+        struct pending_free f;                                                                     \
+        free_begin(&f, addr_, space, space2);                                                      \
+        CUresult r = real(A_##kind);                                                               \
+        free_end(&f, r, api);                                                                      \
+        return r;                                                                                  \
+    }
+
+DRIVER_FREE(FREE, dptr, MT_GPU_SPACE_DEVICE, MT_GPU_SPACE_MANAGED, MT_GPU_API_MEM_FREE)
 
 static CUresult impl_ALLOC_MANAGED(unsigned e, unsigned slot, P_ALLOC_MANAGED)
 {
@@ -566,17 +572,7 @@ static CUresult impl_ALLOC_HOST(unsigned e, unsigned slot, P_ALLOC_HOST)
     return r;
 }
 
-static CUresult impl_FREE_HOST(unsigned e, unsigned slot, P_FREE_HOST)
-{
-    CALL_REAL(FREE_HOST);
-    if (!p)
-        return real(A_FREE_HOST);
-    struct pending_free f;
-    free_begin(&f, (uintptr_t)p, MT_GPU_SPACE_HOST, -1);
-    CUresult r = real(A_FREE_HOST);
-    free_end(&f, r, MT_GPU_API_MEM_FREE_HOST);
-    return r;
-}
+DRIVER_FREE(FREE_HOST, (uintptr_t)p, MT_GPU_SPACE_HOST, -1, MT_GPU_API_MEM_FREE_HOST)
 
 static CUresult impl_HOST_REGISTER(unsigned e, unsigned slot, P_HOST_REGISTER)
 {
@@ -586,15 +582,7 @@ static CUresult impl_HOST_REGISTER(unsigned e, unsigned slot, P_HOST_REGISTER)
     return r;
 }
 
-static CUresult impl_HOST_UNREGISTER(unsigned e, unsigned slot, P_HOST_UNREGISTER)
-{
-    CALL_REAL(HOST_UNREGISTER);
-    struct pending_free f;
-    free_begin(&f, (uintptr_t)p, MT_GPU_SPACE_REGISTERED, -1);
-    CUresult r = real(A_HOST_UNREGISTER);
-    free_end(&f, r, MT_GPU_API_MEM_HOST_UNREGISTER);
-    return r;
-}
+DRIVER_FREE(HOST_UNREGISTER, (uintptr_t)p, MT_GPU_SPACE_REGISTERED, -1, MT_GPU_API_MEM_HOST_UNREGISTER)
 
 static CUresult impl_ADDRESS_RESERVE(unsigned e, unsigned slot, P_ADDRESS_RESERVE)
 {
@@ -604,15 +592,7 @@ static CUresult impl_ADDRESS_RESERVE(unsigned e, unsigned slot, P_ADDRESS_RESERV
     return r;
 }
 
-static CUresult impl_ADDRESS_FREE(unsigned e, unsigned slot, P_ADDRESS_FREE)
-{
-    CALL_REAL(ADDRESS_FREE);
-    struct pending_free f;
-    free_begin(&f, ptr, MT_GPU_SPACE_VA, -1);
-    CUresult r = real(A_ADDRESS_FREE);
-    free_end(&f, r, MT_GPU_API_MEM_ADDRESS_FREE);
-    return r;
-}
+DRIVER_FREE(ADDRESS_FREE, ptr, MT_GPU_SPACE_VA, -1, MT_GPU_API_MEM_ADDRESS_FREE)
 
 static CUresult impl_CREATE(unsigned e, unsigned slot, P_CREATE)
 {
@@ -625,15 +605,7 @@ static CUresult impl_CREATE(unsigned e, unsigned slot, P_CREATE)
     return r;
 }
 
-static CUresult impl_RELEASE(unsigned e, unsigned slot, P_RELEASE)
-{
-    CALL_REAL(RELEASE);
-    struct pending_free f;
-    free_begin(&f, handle, MT_GPU_SPACE_PHYSICAL, -1);
-    CUresult r = real(A_RELEASE);
-    free_end(&f, r, MT_GPU_API_MEM_RELEASE);
-    return r;
-}
+DRIVER_FREE(RELEASE, handle, MT_GPU_SPACE_PHYSICAL, -1, MT_GPU_API_MEM_RELEASE)
 
 static CUresult impl_MAP(unsigned e, unsigned slot, P_MAP)
 {

@@ -110,13 +110,14 @@ __device__ static inline uint32_t absbits4(float4 v)
                max(__float_as_uint(v.z) & 0x7fffffffu, __float_as_uint(v.w) & 0x7fffffffu));
 }
 
-/* The 4 floats at p[i..i+3], those at or past len read as 0 (p + i is
- * 16-byte aligned). */
-__device__ static inline float4 load4(const float *p, size_t i, size_t len)
+/* The 4 elements at p[i..i+3] as one vector V, those at or past len read
+ * as 0 (p + i is aligned for V), and the store that writes only those
+ * before len. */
+template <typename T, typename V> __device__ static inline V load_v4(const T *p, size_t i, size_t len)
 {
     if (i + 4 <= len)
-        return *(const float4 *)(p + i);
-    float4 v = make_float4(0, 0, 0, 0);
+        return *(const V *)(p + i);
+    V v{};
     if (i < len)
         v.x = p[i];
     if (i + 1 < len)
@@ -126,10 +127,10 @@ __device__ static inline float4 load4(const float *p, size_t i, size_t len)
     return v;
 }
 
-__device__ static inline void store4(float *p, size_t i, size_t len, float4 v)
+template <typename T, typename V> __device__ static inline void store_v4(T *p, size_t i, size_t len, V v)
 {
     if (i + 4 <= len) {
-        *(float4 *)(p + i) = v;
+        *(V *)(p + i) = v;
         return;
     }
     if (i < len)
@@ -140,33 +141,10 @@ __device__ static inline void store4(float *p, size_t i, size_t len, float4 v)
         p[i + 2] = v.z;
 }
 
-__device__ static inline char4 load_c4(const int8_t *p, size_t i, size_t len)
-{
-    if (i + 4 <= len)
-        return *(const char4 *)(p + i);
-    char4 c = make_char4(0, 0, 0, 0);
-    if (i < len)
-        c.x = p[i];
-    if (i + 1 < len)
-        c.y = p[i + 1];
-    if (i + 2 < len)
-        c.z = p[i + 2];
-    return c;
-}
-
-__device__ static inline void store_c4(int8_t *p, size_t i, size_t len, char4 c)
-{
-    if (i + 4 <= len) {
-        *(char4 *)(p + i) = c;
-        return;
-    }
-    if (i < len)
-        p[i] = c.x;
-    if (i + 1 < len)
-        p[i + 1] = c.y;
-    if (i + 2 < len)
-        p[i + 2] = c.z;
-}
+__device__ static inline float4 load4(const float *p, size_t i, size_t len) { return load_v4<float, float4>(p, i, len); }
+__device__ static inline void store4(float *p, size_t i, size_t len, float4 v) { store_v4<float, float4>(p, i, len, v); }
+__device__ static inline char4 load_c4(const int8_t *p, size_t i, size_t len) { return load_v4<int8_t, char4>(p, i, len); }
+__device__ static inline void store_c4(int8_t *p, size_t i, size_t len, char4 c) { store_v4<int8_t, char4>(p, i, len, c); }
 
 __device__ static inline char4 codes4(int ok, float4 v, float inv)
 {

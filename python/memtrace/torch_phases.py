@@ -335,10 +335,10 @@ class _Tracker:
         cls.step = step
 
     def wrap_optimizers(self, Optimizer):
-        todo = [Optimizer]
-        while todo:
-            cls = todo.pop()
-            todo.extend(cls.__subclasses__())
+        classes = [Optimizer]
+        while classes:
+            cls = classes.pop()
+            classes.extend(cls.__subclasses__())
             self.wrap_step(cls)
         init = Optimizer.__init__
         tracker = self
