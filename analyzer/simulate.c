@@ -31,6 +31,8 @@
 #define SIM_STACK 256u
 #define SIM_SMALL_STATE 16384u /* optimizer state tensors under 4096 fp32 values stay fp32 */
 #define SIM_DEFAULT_BANDWIDTH 25.0
+#define SIM_CHAIN_MIN 4096u    /* activations this large form a checkpointed block's chain */
+#define SIM_BOUNDARY_ACCTS 16u /* accounts (host + GPUs) whose segment output is kept */
 
 /* ---- the live-allocation table: hash-table.h for 40-byte entries --------------- */
 
@@ -160,8 +162,12 @@ struct acct {
 struct seg_state {
     uint64_t *keys;     /* activations of this segment's current forward */
     size_t nkeys, cap;
-    uint64_t boundary;  /* the key kept: the last block's output */
+    uint64_t boundary[SIM_BOUNDARY_ACCTS]; /* per account, the key kept: the
+                                           * last block's output */
+    uint64_t chain[SIM_BOUNDARY_ACCTS];    /* per account, the last tensor-sized one */
+    uint64_t chain2[SIM_BOUNDARY_ACCTS];   /* and the one before it */
     bool remat;         /* remade in the current backward */
+    bool dropped;       /* its activations were dropped in the current forward */
     uint64_t t_start;   /* forward start of the segment */
     uint64_t temp[2];   /* transient of its forward (the largest block's), host and GPU */
 };
@@ -264,6 +270,7 @@ static void acct_spike(struct sim_run *r, struct acct *a, uint64_t extra)
 }
 
 static void retire(struct sim_run *r, int s);
+static bool later_pending(const struct sim_run *r, int s);
 
 static void set_phase(struct sim_run *r)
 {
@@ -279,8 +286,11 @@ static void set_phase(struct sim_run *r)
         r->fwd_inst++;
         for (unsigned i = 0; i < MT_SIM_MAX_BLOCKS; i++) {
             r->seg[i].nkeys = 0;
-            r->seg[i].boundary = 0;
+            memset(r->seg[i].boundary, 0, sizeof r->seg[i].boundary);
+            memset(r->seg[i].chain, 0, sizeof r->seg[i].chain);
+            memset(r->seg[i].chain2, 0, sizeof r->seg[i].chain2);
             r->seg[i].remat = false;
+            r->seg[i].dropped = false;
         }
     }
     r->cur_kind = kind;
@@ -402,14 +412,24 @@ static void remat(struct sim_run *r, int s)
             acct_spike(r, &r->acct[a], g->temp[a ? 1 : 0]);
 }
 
+static void drop_one(struct sim_run *r, uint64_t key)
+{
+    struct sim_ent *e = st_find(&r->tab, key);
+    if (!e || e->dropped || e->offloaded)
+        return;
+    e->dropped = 1;
+    if (e->acct < r->nacct)
+        r->acct[e->acct].live_pred -= e->pred;
+}
+
 static void drop(struct sim_run *r, int s)
 {
     struct seg_state *g = &r->seg[s];
+    g->dropped = true;
     for (size_t i = 0; i < g->nkeys; i++) {
-        if (g->keys[i] == g->boundary)
-            continue;
         struct sim_ent *e = st_find(&r->tab, g->keys[i]);
-        if (!e || e->dropped || e->offloaded)
+        if (!e || e->dropped || e->offloaded ||
+            (e->acct < SIM_BOUNDARY_ACCTS && g->boundary[e->acct] == e->key))
             continue;
         e->dropped = 1;
         if (e->acct < r->nacct)
@@ -438,6 +458,7 @@ static int alloc_event(struct sim_run *r, uint64_t key, uint64_t seq, uint64_t s
                          .acct = (uint16_t)acct, .cat = (uint8_t)cat };
     struct acct *a = &r->acct[acct];
     int blk = cur_block(r);
+    uint64_t chain_prev = 0;
     if (cat == MT_CAT_ACTIVATIONS && r->cur_kind == KIND_FORWARD && blk >= 0) {
         if (r->measure) {
             r->blk_act[blk] += size;
@@ -451,7 +472,14 @@ static int alloc_event(struct sim_run *r, uint64_t key, uint64_t seq, uint64_t s
             e.fwd = r->fwd_inst;
             if (seg_add(&r->seg[s], key) < 0)
                 return -ENOMEM;
-            r->seg[s].boundary = key; /* the last one made is the output */
+            if (acct < SIM_BOUNDARY_ACCTS) {
+                r->seg[s].boundary[acct] = key; /* the last one made is the output */
+                if (size >= SIM_CHAIN_MIN) {
+                    chain_prev = r->seg[s].chain2[acct];
+                    r->seg[s].chain2[acct] = r->seg[s].chain[acct];
+                    r->seg[s].chain[acct] = key;
+                }
+            }
         }
     }
     e.offloaded = offloaded(r, cat, acct);
@@ -478,6 +506,14 @@ static int alloc_event(struct sim_run *r, uint64_t key, uint64_t seq, uint64_t s
         a->live_pred += e.pred;
     }
     acct_peak(r, a);
+    /* Under checkpointing nothing is kept for backward: an activation of a
+     * checkpointed segment lives while the next two are made (the chain a
+     * block's operations form, where an input often outlives the first
+     * operation on it, as a residual's does), then goes. Small ones (a
+     * framework's bookkeeping beside the tensors) neither break the chain
+     * nor go early; all go at the segment's end. */
+    if (chain_prev)
+        drop_one(r, chain_prev);
     /* A compressed KV cache is decompressed to full precision for the
      * attention that reads it: that layer's K and V (the size of this
      * allocation, and its twin), and for a latent one also the copy the
@@ -494,7 +530,8 @@ static void free_event(struct sim_run *r, uint64_t key)
     struct sim_ent *f = st_find(&r->tab, key);
     if (!f)
         return;
-    if (f->seg >= 0 && f->dropped && r->cur_kind == KIND_BACKWARD && f->fwd == r->fwd_inst)
+    if (f->seg >= 0 && f->dropped && r->cur_kind == KIND_BACKWARD && f->fwd == r->fwd_inst &&
+        !later_pending(r, f->seg))
         remat(r, f->seg);
     /* (one of an earlier forward, its free deferred past its backward, is
      * gone already and brings nothing back) */
@@ -511,6 +548,22 @@ static void free_event(struct sim_run *r, uint64_t key)
         /* (one still dropped, freed outside backward, never came back) */
         a->live_pred -= e.pred;
     }
+}
+
+/* Backward recomputes the segments last to first. A dropped allocation
+ * of segment s freed while a later segment still waits for its recompute,
+ * or while backward is still in a later segment's blocks, is freed out of
+ * that order (small bookkeeping objects of the framework,
+ * such as autograd nodes, go when their whole graph goes): it brings
+ * nothing back, and the recompute of s waits for its turn. */
+static bool later_pending(const struct sim_run *r, int s)
+{
+    for (int t = s + 1; t < (int)MT_SIM_MAX_BLOCKS; t++)
+        if (r->seg[t].dropped && !r->seg[t].remat)
+            return true;
+    /* still in the backward of a later segment's block */
+    int blk = cur_block(r);
+    return blk >= 0 && r->o->seg[blk] > s;
 }
 
 /* The last block of segment s. */
@@ -640,8 +693,10 @@ static int replay(struct sim_run *r, struct mt_error *err)
             }
             bool per_tensor = rec.space == MT_GPU_SPACE_TENSOR ||
                               (rec.space == MT_GPU_SPACE_DEVICE && !mt_gpu_is_reserved(rec.api, rec.space));
-            if (per_tensor)
+            if (per_tensor) {
                 rc = alloc_event(r, key, rec.seq, rec.size, (unsigned)a);
+                measure_growth(r);
+            }
             break;
         }
         case MT_REC_MARK:
