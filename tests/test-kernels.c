@@ -472,6 +472,55 @@ Test(kernels, kv_variants_on_edge_values)
     use(mt_isa_best());
 }
 
+/* Values exactly halfway between two codes, in groups whose scale has no
+ * exact reciprocal (0.75 and 0.625 times a power of two): the SIMD
+ * variants multiply by the reciprocal and must still round each tie as
+ * the scalar division does (to even). */
+Test(kernels, kv_variants_round_ties_as_the_division)
+{
+    enum { T = 64, C = 64 };
+    static float x[T * C];
+    static uint8_t codes[T * C], codes2[T * C];
+    static uint16_t meta[2 * T * C], meta2[2 * T * C];
+    static const float scales[] = {0.75f / 16, 0.625f / 8, 0.75f * 4};
+    for (int kind = 0; kind < 2; kind++)
+        for (unsigned bits = 2; bits <= 8; bits *= 2)
+            for (size_t si = 0; si < 3; si++)
+                for (size_t G = 16; G <= 32; G += 16) {
+                    unsigned levels = (1u << bits) - 1u;
+                    float sc = scales[si];
+                    /* every group (G rows of a channel, or G channels of a
+                     * row) holds 0 and levels * sc, the rest on ties */
+                    for (size_t t = 0; t < T; t++)
+                        for (size_t c = 0; c < C; c++) {
+                            size_t k = (t + c) % G, j = (t * C + c) * 7919u % levels;
+                            x[t * C + c] = k == 0   ? 0.0f
+                                           : k == 1 ? (float)levels * sc
+                                                    : ((float)j + 0.5f) * sc;
+                        }
+                    struct mt_kv_layout l;
+                    cr_assert_eq(mt_kv_layout((enum mt_kv_kind)kind, T, C, bits, G, &l), 0);
+                    use(MT_ISA_SCALAR);
+                    cr_assert_eq(mt_kv_quantize((enum mt_kv_kind)kind, x, T, C, bits, G, codes, meta), 0);
+                    /* the ties really are ties: code j or j + 1, the even one */
+                    size_t row_bytes = C * bits / 8;
+                    unsigned q = code_at(codes, row_bytes, 2, 1, bits);
+                    size_t j = (2 * C + 1) * 7919u % levels;
+                    if ((3 % G) > 1)
+                        cr_assert_eq(q, (j % 2) ? j + 1 : j, "kind %d bits %u: code %u for %zu.5", kind, bits, q, j);
+                    for (int isa = 1; isa < MT_ISA_COUNT; isa++) {
+                        if (!mt_isa_supported((enum mt_isa)isa))
+                            continue;
+                        use((enum mt_isa)isa);
+                        cr_assert_eq(mt_kv_quantize((enum mt_kv_kind)kind, x, T, C, bits, G, codes2, meta2), 0);
+                        cr_assert_eq(memcmp(codes, codes2, l.code_bytes), 0, "%s codes kind %d bits %u scale %g G %zu",
+                                     mt_isa_name((enum mt_isa)isa), kind, bits, (double)sc, G);
+                        cr_assert_eq(memcmp(meta, meta2, l.meta_bytes), 0, "%s meta", mt_isa_name((enum mt_isa)isa));
+                    }
+                }
+    use(mt_isa_best());
+}
+
 /* ---- latent ------------------------------------------------------------ */
 
 Test(kernels, latent_exact_rank_and_pythagoras)

@@ -173,6 +173,21 @@ static void check_adamw()
     }
 }
 
+/* Every group (G rows of a channel, or G channels of a row) holds 0 and
+ * levels * sc and otherwise values exactly halfway between two codes, with
+ * a scale whose reciprocal is inexact: the kernels' reciprocal multiply
+ * must round each tie as the division does. */
+static void fill_ties(float *x, size_t T, size_t C, size_t G, unsigned bits)
+{
+    const float sc = 0.75f / 16;
+    unsigned levels = (1u << bits) - 1u;
+    for (size_t t = 0; t < T; t++)
+        for (size_t c = 0; c < C; c++) {
+            size_t k = (t + c) % G, j = (t * C + c) * 7919u % levels;
+            x[t * C + c] = k == 0 ? 0.0f : k == 1 ? (float)levels * sc : ((float)j + 0.5f) * sc;
+        }
+}
+
 static void check_kv()
 {
     /* 200 x 96: a last partial chunk of the values kernel and a partial
@@ -181,19 +196,23 @@ static void check_kv()
     const size_t shapes[][2] = {{512, 1024}, {200, 96}};
     const unsigned bitss[] = {2, 4, 8};
     const size_t groups[] = {32, 64, 8};
+    for (int ties = 0; ties < 2; ties++)
     for (auto &shape : shapes)
     for (int kind = 0; kind < 2; kind++)
         for (unsigned bits : bitss)
             for (size_t G : groups) {
                 size_t T = shape[0], C = shape[1];
                 struct mt_kv_layout l;
-                if (mt_kv_layout((enum mt_kv_kind)kind, T, C, bits, G, &l))
+                if ((ties && T != 512) || mt_kv_layout((enum mt_kv_kind)kind, T, C, bits, G, &l))
                     continue;
                 size_t n = T * C;
                 std::vector<float> x(n), y(n), y2(n);
                 std::vector<uint8_t> c(l.code_bytes), c2(l.code_bytes);
                 std::vector<uint16_t> m(2 * l.groups), m2(2 * l.groups);
-                fill_mixed(x.data(), n);
+                if (ties)
+                    fill_ties(x.data(), T, C, G, bits);
+                else
+                    fill_mixed(x.data(), n);
                 int r = mt_kv_quantize((enum mt_kv_kind)kind, x.data(), T, C, bits, G, c.data(), m.data());
                 mt_kv_dequantize((enum mt_kv_kind)kind, c.data(), m.data(), T, C, bits, G, y.data());
                 float *dx = dalloc<float>(n), *dy = dalloc<float>(n);
@@ -206,11 +225,11 @@ static void check_kv()
                 down(c2.data(), dc, l.code_bytes), down(m2.data(), dm, 2 * l.groups), down(y2.data(), dy, n);
                 char what[160];
                 bool okq = r == 0 && c == c2 && m == m2;
-                snprintf(what, sizeof what, "kv %s %u-bit group %zu %zux%zu: codes and fp16 meta bit-exact vs C",
-                         kind ? "values" : "keys", bits, G, T, C);
+                snprintf(what, sizeof what, "kv %s %u-bit group %zu %zux%zu%s: codes and fp16 meta bit-exact vs C",
+                         kind ? "values" : "keys", bits, G, T, C, ties ? " (ties)" : "");
                 verdict(okq, what);
-                snprintf(what, sizeof what, "kv %s %u-bit group %zu %zux%zu: dequantize bit-exact vs C",
-                         kind ? "values" : "keys", bits, G, T, C);
+                snprintf(what, sizeof what, "kv %s %u-bit group %zu %zux%zu%s: dequantize bit-exact vs C",
+                         kind ? "values" : "keys", bits, G, T, C, ties ? " (ties)" : "");
                 verdict(same_floats(y.data(), y2.data(), n), what);
                 cudaFree(dx), cudaFree(dy), cudaFree(dc), cudaFree(dm);
             }

@@ -429,8 +429,16 @@ __device__ static inline float4 dequant4(char4 c, float s)
  * between the update and the requantization. Values past the end of a
  * short last block are computed on zeros and never stored; their moments
  * are zeroed before the absmax. */
+/* CTAs of adamw8_grp an SM must hold at once: with 5 the compiler keeps
+ * the kernel within 48 registers a thread (4 bytes spill). On the H200, 5
+ * gave 84% of device-to-device copy bandwidth, against 77% with no bound
+ * (57 registers, 4 CTAs), 81% with 6 and 62% with 8 (docs/PERFORMANCE.md). */
+#ifndef MTC_ADAMW_MIN_CTAS
+#define MTC_ADAMW_MIN_CTAS 5
+#endif
+
 template <int T, int VEC>
-__global__ void __launch_bounds__(CTA)
+__global__ void __launch_bounds__(CTA, MTC_ADAMW_MIN_CTAS)
     adamw8_grp(consts k, float *p, const float *g, int8_t *mc, float *ma, int8_t *vc, float *va,
                size_t n, size_t block, size_t nblocks)
 {
