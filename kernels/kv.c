@@ -317,29 +317,10 @@ MTI_AVX512 MTI_INLINE int params16(__m512 mn, __m512 mx, __m512 levels, __mmask1
     return 0;
 }
 
-/* (x - z) / d rounded to the nearest integer, as mt_kv_code has it, with
- * r = 1 / d: the product (x - z) * r is within 2^-14 of the quotient when
- * that is below 1024 (two roundings of 2^-24 relative each, and the
- * quotient's own), so both round to the same integer unless the product
- * lies within 2^-12 of a half; those lanes (rare: about one value in
- * 2000) and any of 1024 or more take the division. One division per group
- * instead of one per value; the codes are the division's, bit for bit. */
-MTI_AVX512 MTI_INLINE __m512i quot16(__m512 x, __m512 z, __m512 d, __m512 r)
+/* mt_kv_code of 16 values. */
+MTI_AVX512 MTI_INLINE __m512i codes16(__m512 x, __m512 z, __m512 d, __m512i lv)
 {
-    __m512 a = _mm512_sub_ps(x, z), q = _mm512_mul_ps(a, r);
-    __m512 f = _mm512_sub_ps(q, _mm512_roundscale_ps(q, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
-    __m512 off = _mm512_abs_ps(_mm512_sub_ps(f, _mm512_set1_ps(0.5f)));
-    __mmask16 slow = _mm512_cmp_ps_mask(off, _mm512_set1_ps(0x1p-12f), _CMP_LT_OQ) |
-                     _mm512_cmp_ps_mask(_mm512_abs_ps(q), _mm512_set1_ps(1024.0f), _CMP_NLT_UQ);
-    if (slow)
-        q = _mm512_mask_div_ps(q, slow, a, d);
-    return _mm512_cvtps_epi32(q);
-}
-
-/* mt_kv_code of 16 values (r = 1 / d). */
-MTI_AVX512 MTI_INLINE __m512i codes16(__m512 x, __m512 z, __m512 d, __m512 r, __m512i lv)
-{
-    __m512i q = quot16(x, z, d, r);
+    __m512i q = _mm512_cvtps_epi32(_mm512_div_ps(_mm512_sub_ps(x, z), d));
     return _mm512_min_epi32(_mm512_max_epi32(q, _mm512_setzero_si512()), lv);
 }
 
@@ -360,17 +341,16 @@ MTI_AVX512 MTI_INLINE void pack16(__m512i q, unsigned bits, uint8_t *out)
     }
 }
 
-/* mt_kv_code of 64 values (4 vectors, zero points z[k], divisors d[k] and
- * their reciprocals r[k])
+/* mt_kv_code of 64 values (4 vectors, zero points z[k] and divisors d[k])
  * packed to 8 * bits bytes at out: the saturating packs clamp to [0, 255]
  * as the integer clamp does (for 2 and 4 bits a byte min then clamps to
  * the levels), and one dword permutation puts the 64 codes back in order. */
-MTI_AVX512 MTI_INLINE void codes64(const float *x, const __m512 *z, const __m512 *d, const __m512 *r,
-                                   unsigned bits, uint8_t *out)
+MTI_AVX512 MTI_INLINE void codes64(const float *x, const __m512 *z, const __m512 *d, unsigned bits,
+                                   uint8_t *out)
 {
     __m512i q[4];
     for (int k = 0; k < 4; k++)
-        q[k] = quot16(_mm512_loadu_ps(x + 16 * k), z[k], d[k], r[k]);
+        q[k] = _mm512_cvtps_epi32(_mm512_div_ps(_mm512_sub_ps(_mm512_loadu_ps(x + 16 * k), z[k]), d[k]));
     __m512i b = _mm512_packus_epi16(_mm512_packus_epi32(q[0], q[1]), _mm512_packus_epi32(q[2], q[3]));
     /* dword 4i + k holds codes 16k + 4i .. 16k + 4i + 3 */
     b = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), b);
@@ -459,7 +439,7 @@ MTI_AVX512 MTI_INLINE int keys_tile(const float *x0, const float *next, size_t C
         bad |= nonfinite16(key16(kn[v])) | nonfinite16(key16(kx[v]));
     if (bad)
         return -EDOM;
-    __m512 zv[KEY_TILE / 16], dv[KEY_TILE / 16], rv[KEY_TILE / 16];
+    __m512 zv[KEY_TILE / 16], dv[KEY_TILE / 16];
     for (size_t v = 0; v < nv; v++) {
         size_t c = c0 + 16 * v;
         if (params16(_mm512_castsi512_ps(key16(kn[v])), _mm512_castsi512_ps(key16(kx[v])), levels,
@@ -472,7 +452,6 @@ MTI_AVX512 MTI_INLINE int keys_tile(const float *x0, const float *next, size_t C
         }
         zv[v] = _mm512_loadu_ps(z + c);
         dv[v] = _mm512_loadu_ps(d + c);
-        rv[v] = _mm512_div_ps(_mm512_set1_ps(1.0f), dv[v]);
     }
     for (size_t t = 0; t < G; t++) {
         const float *xr = x0 + t * C + c0;
@@ -482,10 +461,10 @@ MTI_AVX512 MTI_INLINE int keys_tile(const float *x0, const float *next, size_t C
                 _mm_prefetch((const char *)(next + t * C + 16 * v), _MM_HINT_T0);
         if (nv % 4 == 0)
             for (size_t v = 0; v < nv; v += 4)
-                codes64(xr + 16 * v, zv + v, dv + v, rv + v, bits, o + 16 * v * bits / 8);
+                codes64(xr + 16 * v, zv + v, dv + v, bits, o + 16 * v * bits / 8);
         else
             for (size_t v = 0; v < nv; v++)
-                pack16(codes16(_mm512_loadu_ps(xr + 16 * v), zv[v], dv[v], rv[v], lvi), bits,
+                pack16(codes16(_mm512_loadu_ps(xr + 16 * v), zv[v], dv[v], lvi), bits,
                        o + 16 * v * bits / 8);
     }
     return 0;
@@ -566,12 +545,12 @@ MTI_AVX512 static int kvq_values_avx512(const float *x, size_t T, size_t C, unsi
         uint8_t *out = codes + t * row_bytes;
         const float *ahead = t + PREFETCH_ROWS < T ? xr + PREFETCH_ROWS * C : NULL;
         for (size_t g = 0; g < ng; g++) {
-            __m512 zg = _mm512_set1_ps(z[g]), dg = _mm512_set1_ps(d[g]), rg = _mm512_set1_ps(1.0f / d[g]);
+            __m512 zg = _mm512_set1_ps(z[g]), dg = _mm512_set1_ps(d[g]);
             if (ahead)
                 for (size_t i = g * G; i < (g + 1) * G; i += 16)
                     _mm_prefetch((const char *)(ahead + i), _MM_HINT_T0);
             for (size_t i = g * G; i < (g + 1) * G; i += 16)
-                pack16(codes16(_mm512_loadu_ps(xr + i), zg, dg, rg, lvi), bits, out + i * bits / 8);
+                pack16(codes16(_mm512_loadu_ps(xr + i), zg, dg, lvi), bits, out + i * bits / 8);
         }
     }
     return 0;

@@ -473,9 +473,9 @@ Test(kernels, kv_variants_on_edge_values)
 }
 
 /* Values exactly halfway between two codes, in groups whose scale has no
- * exact reciprocal (0.75 and 0.625 times a power of two): the SIMD
- * variants multiply by the reciprocal and must still round each tie as
- * the scalar division does (to even). */
+ * exact reciprocal (0.75 and 0.625 times a power of two): every variant
+ * must round each tie as the scalar division does (to even); a variant
+ * that multiplied by the reciprocal instead would miss some. */
 Test(kernels, kv_variants_round_ties_as_the_division)
 {
     enum { T = 64, C = 64 };
