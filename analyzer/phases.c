@@ -698,7 +698,8 @@ int mt_phases_compute_obs(const char *path, int (*is_framework)(uint64_t stack_i
             goto nomem;
     if ((rc = pass2(path, &s, err)) < 0)
         goto fail;
-    qsort(out->module, out->nmodule, sizeof *out->module, sort_modules_cmp);
+    if (out->nmodule) /* (qsort must not be given a null array, even empty) */
+        qsort(out->module, out->nmodule, sizeof *out->module, sort_modules_cmp);
     rc = 0;
     goto done;
 nomem:
