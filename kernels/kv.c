@@ -272,6 +272,32 @@ MTI_AVX512 MTI_INLINE __m512i key16(__m512i u)
 }
 
 /* Lanes holding an Inf or NaN. */
+/* Lane j of the result: the min (max when is_max) of the 16 lanes of v[j].
+ * Four rounds, each halving the vectors and the lanes a group holds (128-
+ * bit blocks, then 64-bit pairs, then dwords), and one permutation that
+ * puts group j back in lane j. */
+MTI_AVX512 MTI_INLINE __m512i reduce16(__m512i *v, int is_max)
+{
+#define OP(a, b) (is_max ? _mm512_max_epi32((a), (b)) : _mm512_min_epi32((a), (b)))
+    __m512i w[8], x[4], y[2];
+    for (int i = 0; i < 8; i++) /* lanes 0-7: v[2i], 8-15: v[2i + 1] */
+        w[i] = OP(_mm512_shuffle_i32x4(v[2 * i], v[2 * i + 1], 0x44),
+                  _mm512_shuffle_i32x4(v[2 * i], v[2 * i + 1], 0xee));
+    for (int i = 0; i < 4; i++) /* block k: group 4i + k */
+        x[i] = OP(_mm512_shuffle_i32x4(w[2 * i], w[2 * i + 1], 0x88),
+                  _mm512_shuffle_i32x4(w[2 * i], w[2 * i + 1], 0xdd));
+    for (int i = 0; i < 2; i++) /* block k: groups 8i + k, 8i + 4 + k, two lanes each */
+        y[i] = OP(_mm512_unpacklo_epi64(x[2 * i], x[2 * i + 1]),
+                  _mm512_unpackhi_epi64(x[2 * i], x[2 * i + 1]));
+    __m512 p0 = _mm512_castsi512_ps(y[0]), p1 = _mm512_castsi512_ps(y[1]);
+    __m512i r = OP(_mm512_castps_si512(_mm512_shuffle_ps(p0, p1, 0x88)),
+                   _mm512_castps_si512(_mm512_shuffle_ps(p0, p1, 0xdd)));
+#undef OP
+    /* lane 4k + j holds group k + 4j */
+    return _mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r);
+}
+
 MTI_AVX512 MTI_INLINE __mmask16 nonfinite16(__m512i u)
 {
     const __m512i e = _mm512_set1_epi32(0x7f800000);
@@ -517,20 +543,31 @@ MTI_AVX512 static int kvq_values_avx512(const float *x, size_t T, size_t C, unsi
     for (size_t t = 0; t < T; t++) {
         const float *xr = x + t * C;
         __mmask16 bad = 0;
-        for (size_t g = 0; g < ng; g++) {
-            const float *xg = xr + g * G;
-            __m512i u = _mm512_loadu_si512(xg);
-            bad |= nonfinite16(u);
-            __m512i kmin = key16(u), kmax = kmin;
-            for (size_t i = 16; i < G; i += 16) {
-                u = _mm512_loadu_si512(xg + i);
-                bad |= nonfinite16(u);
-                __m512i k = key16(u);
-                kmin = _mm512_min_epi32(kmin, k);
-                kmax = _mm512_max_epi32(kmax, k);
+        for (size_t g0 = 0; g0 < ng; g0 += 16) {
+            /* 16 groups: each folded to one vector, then the 16 reduced
+             * together (padding past the row's end: the identities) */
+            __m512i kn[16], kx[16];
+            size_t nh = ng - g0 < 16 ? ng - g0 : 16;
+            for (size_t j = 0; j < 16; j++) {
+                if (j >= nh) {
+                    kn[j] = _mm512_set1_epi32(INT32_MAX);
+                    kx[j] = _mm512_set1_epi32(INT32_MIN);
+                    continue;
+                }
+                const float *xg = xr + (g0 + j) * G;
+                kn[j] = kx[j] = key16(_mm512_loadu_si512(xg));
+                for (size_t i = 16; i < G; i += 16) {
+                    __m512i k = key16(_mm512_loadu_si512(xg + i));
+                    kn[j] = _mm512_min_epi32(kn[j], k);
+                    kx[j] = _mm512_max_epi32(kx[j], k);
+                }
             }
-            mn[g] = of_key(_mm512_reduce_min_epi32(kmin));
-            mx[g] = of_key(_mm512_reduce_max_epi32(kmax));
+            __mmask16 km = (__mmask16)(nh == 16 ? 0xffff : (1u << nh) - 1u);
+            __m512i vmin = key16(reduce16(kn, 0)), vmax = key16(reduce16(kx, 1));
+            /* a group holds an Inf or NaN iff its extremes do */
+            bad |= (nonfinite16(vmin) | nonfinite16(vmax)) & km;
+            _mm512_mask_storeu_ps(mn + g0, km, _mm512_castsi512_ps(vmin));
+            _mm512_mask_storeu_ps(mx + g0, km, _mm512_castsi512_ps(vmax));
         }
         if (bad)
             return -EDOM;
@@ -544,13 +581,27 @@ MTI_AVX512 static int kvq_values_avx512(const float *x, size_t T, size_t C, unsi
         /* as in kvq_keys_avx512: fetch a later row during the codes pass */
         uint8_t *out = codes + t * row_bytes;
         const float *ahead = t + PREFETCH_ROWS < T ? xr + PREFETCH_ROWS * C : NULL;
-        for (size_t g = 0; g < ng; g++) {
-            __m512 zg = _mm512_set1_ps(z[g]), dg = _mm512_set1_ps(d[g]);
+        /* 64 values at a time (each vector of 16 within one group, as G is
+         * a multiple of 16) with codes64's wide packing; the rest by 16 */
+        size_t i = 0;
+        for (; i + 64 <= C; i += 64) {
+            __m512 zv[4], dv[4];
+            for (int k = 0; k < 4; k++) {
+                size_t g = (i + 16 * (size_t)k) / G;
+                zv[k] = _mm512_set1_ps(z[g]);
+                dv[k] = _mm512_set1_ps(d[g]);
+            }
             if (ahead)
-                for (size_t i = g * G; i < (g + 1) * G; i += 16)
-                    _mm_prefetch((const char *)(ahead + i), _MM_HINT_T0);
-            for (size_t i = g * G; i < (g + 1) * G; i += 16)
-                pack16(codes16(_mm512_loadu_ps(xr + i), zg, dg, lvi), bits, out + i * bits / 8);
+                for (int k = 0; k < 4; k++)
+                    _mm_prefetch((const char *)(ahead + i + 16 * k), _MM_HINT_T0);
+            codes64(xr + i, zv, dv, bits, out + i * bits / 8);
+        }
+        for (; i < C; i += 16) {
+            size_t g = i / G;
+            if (ahead)
+                _mm_prefetch((const char *)(ahead + i), _MM_HINT_T0);
+            pack16(codes16(_mm512_loadu_ps(xr + i), _mm512_set1_ps(z[g]), _mm512_set1_ps(d[g]), lvi),
+                   bits, out + i * bits / 8);
         }
     }
     return 0;
