@@ -427,13 +427,9 @@ static void drop(struct sim_run *r, int s)
     struct seg_state *g = &r->seg[s];
     g->dropped = true;
     for (size_t i = 0; i < g->nkeys; i++) {
-        struct sim_ent *e = st_find(&r->tab, g->keys[i]);
-        if (!e || e->dropped || e->offloaded ||
-            (e->acct < SIM_BOUNDARY_ACCTS && g->boundary[e->acct] == e->key))
-            continue;
-        e->dropped = 1;
-        if (e->acct < r->nacct)
-            r->acct[e->acct].live_pred -= e->pred;
+        const struct sim_ent *e = st_find(&r->tab, g->keys[i]);
+        if (e && !(e->acct < SIM_BOUNDARY_ACCTS && g->boundary[e->acct] == e->key))
+            drop_one(r, e->key);
     }
 }
 
@@ -553,9 +549,9 @@ static void free_event(struct sim_run *r, uint64_t key)
 /* Backward recomputes the segments last to first. A dropped allocation
  * of segment s freed while a later segment still waits for its recompute,
  * or while backward is still in a later segment's blocks, is freed out of
- * that order (small bookkeeping objects of the framework,
- * such as autograd nodes, go when their whole graph goes): it brings
- * nothing back, and the recompute of s waits for its turn. */
+ * that order (a framework's small bookkeeping objects, such as autograd
+ * nodes, go when their whole graph goes): it brings nothing back, and the
+ * recompute of s waits for its turn. */
 static bool later_pending(const struct sim_run *r, int s)
 {
     for (int t = s + 1; t < (int)MT_SIM_MAX_BLOCKS; t++)
