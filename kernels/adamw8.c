@@ -18,30 +18,10 @@
 #define MTI_X86 1
 #endif
 
+#include "adamw-consts.h"
 #include "kernels-internal.h"
 
-/* Per-call constants, computed once so every variant sees the same ones. */
-struct consts {
-    float decay, b1, c1, b2, c2, step_size, bc2_sqrt, eps;
-};
-
-static struct consts consts_of(const struct mt_adamw_params *hp, long step)
-{
-    struct consts k;
-    double bc1 = 1.0 - pow((double)hp->beta1, (double)step);
-    double bc2 = 1.0 - pow((double)hp->beta2, (double)step);
-    k.decay = 1.0f - hp->lr * hp->weight_decay;
-    k.b1 = hp->beta1;
-    k.c1 = 1.0f - hp->beta1;
-    k.b2 = hp->beta2;
-    k.c2 = 1.0f - hp->beta2;
-    k.step_size = (float)((double)hp->lr / bc1);
-    k.bc2_sqrt = (float)sqrt(bc2);
-    k.eps = hp->eps;
-    return k;
-}
-
-MTI_INLINE void update1(const struct consts *k, float *p, float g, float *m, float *v)
+MTI_INLINE void update1(const struct mt_adamw_consts *k, float *p, float g, float *m, float *v)
 {
     float pp = *p * k->decay;
     float mm = k->b1 * *m + k->c1 * g;
@@ -55,13 +35,13 @@ MTI_INLINE void update1(const struct consts *k, float *p, float g, float *m, flo
 void mt_adamw32_step(float *param, const float *grad, float *m, float *v, size_t n,
                      const struct mt_adamw_params *hp, long step)
 {
-    struct consts k = consts_of(hp, step);
+    struct mt_adamw_consts k = mt_adamw_consts_of(hp, step);
     for (size_t i = 0; i < n; i++)
         update1(&k, &param[i], grad[i], &m[i], &v[i]);
 }
 
 /* One block: codes in, fp32 moments out to mt/vt (the scratch). */
-static void block_scalar(const struct consts *k, float *p, const float *g, const int8_t *mc,
+static void block_scalar(const struct mt_adamw_consts *k, float *p, const float *g, const int8_t *mc,
                          float ma, const int8_t *vc, float va, size_t n, float *mt, float *vt)
 {
     float sm = ma / 127.0f, sv = va / 127.0f;
@@ -73,7 +53,7 @@ static void block_scalar(const struct consts *k, float *p, const float *g, const
 }
 
 #ifdef MTI_X86
-MTI_AVX2 static void block_avx2(const struct consts *k, float *p, const float *g,
+MTI_AVX2 static void block_avx2(const struct mt_adamw_consts *k, float *p, const float *g,
                                 const int8_t *mc, float ma, const int8_t *vc, float va,
                                 size_t n, float *mt, float *vt)
 {
@@ -106,7 +86,7 @@ MTI_AVX2 static void block_avx2(const struct consts *k, float *p, const float *g
     }
 }
 
-MTI_AVX512 static void block_avx512(const struct consts *k, float *p, const float *g,
+MTI_AVX512 static void block_avx512(const struct mt_adamw_consts *k, float *p, const float *g,
                                     const int8_t *mc, float ma, const int8_t *vc, float va,
                                     size_t n, float *mt, float *vt)
 {
@@ -136,7 +116,7 @@ MTI_AVX512 static void block_avx512(const struct consts *k, float *p, const floa
 #define block_avx512 block_scalar
 #endif
 
-typedef void (*block_fn)(const struct consts *, float *, const float *, const int8_t *, float,
+typedef void (*block_fn)(const struct mt_adamw_consts *, float *, const float *, const int8_t *, float,
                          const int8_t *, float, size_t, float *, float *);
 typedef void (*q8_block_fn)(const float *, size_t, int8_t *, float *);
 
@@ -153,7 +133,7 @@ int mt_adamw8_step(float *param, const float *grad, int8_t *m, float *m_absmax, 
     float *scratch = malloc(2 * (scratch_n ? scratch_n : 1) * sizeof *scratch);
     if (!scratch)
         return -ENOMEM;
-    struct consts k = consts_of(hp, step);
+    struct mt_adamw_consts k = mt_adamw_consts_of(hp, step);
     enum mt_isa isa = mti_isa();
     block_fn f = fns[isa];
     q8_block_fn q = qfns[isa];

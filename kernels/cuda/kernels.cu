@@ -24,6 +24,7 @@
 
 #include "kernels-cuda.h"
 #include "kv-group.h"
+#include "adamw-consts.h"
 
 #define Q8_THREADS 64
 
@@ -335,28 +336,7 @@ cudaError_t mtc_q8_dequantize(const int8_t *codes, const float *absmax, size_t n
 
 /* ---- AdamW ------------------------------------------------------------- */
 
-struct consts {
-    float decay, b1, c1, b2, c2, step_size, bc2_sqrt, eps;
-};
-
-/* As adamw8.c's consts_of, on the host, so both sides use equal floats. */
-static struct consts consts_of(const struct mt_adamw_params *hp, long step)
-{
-    struct consts k;
-    double bc1 = 1.0 - pow((double)hp->beta1, (double)step);
-    double bc2 = 1.0 - pow((double)hp->beta2, (double)step);
-    k.decay = 1.0f - hp->lr * hp->weight_decay;
-    k.b1 = hp->beta1;
-    k.c1 = 1.0f - hp->beta1;
-    k.b2 = hp->beta2;
-    k.c2 = 1.0f - hp->beta2;
-    k.step_size = (float)((double)hp->lr / bc1);
-    k.bc2_sqrt = (float)sqrt(bc2);
-    k.eps = hp->eps;
-    return k;
-}
-
-__device__ static inline void update1_d(const consts &k, float &p, float g, float &m, float &v)
+__device__ static inline void update1_d(const mt_adamw_consts &k, float &p, float g, float &m, float &v)
 {
     float pp = __fmul_rn(p, k.decay);
     float mm = __fadd_rn(__fmul_rn(k.b1, m), __fmul_rn(k.c1, g));
@@ -370,7 +350,7 @@ __device__ static inline void update1_d(const consts &k, float &p, float g, floa
 /* Generic path: one CTA per block, moments kept in registers (per thread
  * up to PER elements, strided by Q8_THREADS). */
 template <int PER>
-__global__ void adamw8_kernel(consts k, float *p, const float *g, int8_t *mc, float *ma,
+__global__ void adamw8_kernel(mt_adamw_consts k, float *p, const float *g, int8_t *mc, float *ma,
                               int8_t *vc, float *va, size_t n, size_t block, size_t nblocks)
 {
     for (size_t b = blockIdx.x; b < nblocks; b += gridDim.x) {
@@ -411,7 +391,7 @@ __global__ void adamw8_kernel(consts k, float *p, const float *g, int8_t *mc, fl
     }
 }
 
-__device__ static inline void update4_d(const consts &k, float4 &p, float4 g, float4 &m, float4 &v)
+__device__ static inline void update4_d(const mt_adamw_consts &k, float4 &p, float4 g, float4 &m, float4 &v)
 {
     update1_d(k, p.x, g.x, m.x, v.x);
     update1_d(k, p.y, g.y, m.y, v.y);
@@ -439,7 +419,7 @@ __device__ static inline float4 dequant4(char4 c, float s)
 
 template <int T, int VEC>
 __global__ void __launch_bounds__(CTA, MTC_ADAMW_MIN_CTAS)
-    adamw8_grp(consts k, float *p, const float *g, int8_t *mc, float *ma, int8_t *vc, float *va,
+    adamw8_grp(mt_adamw_consts k, float *p, const float *g, int8_t *mc, float *ma, int8_t *vc, float *va,
                size_t n, size_t block, size_t nblocks)
 {
     const unsigned per_cta = CTA / T, lane = threadIdx.x % T;
@@ -500,7 +480,7 @@ cudaError_t mtc_adamw8_step(float *param, const float *grad, int8_t *m, float *m
     size_t nb = mt_q8_blocks(n, block);
     if (!nb)
         return cudaSuccess;
-    consts k = consts_of(hp, step);
+    mt_adamw_consts k = mt_adamw_consts_of(hp, step);
     unsigned t, vec;
     if (block % 4 == 0 && aligned16(param) && aligned16(grad) && aligned4(m) && aligned4(v) &&
         pick_grp(block / 4, &t, &vec)) {
