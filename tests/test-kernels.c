@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kv-group.h"
 #include "mtkernels.h"
 
 #define U 0x1p-24 /* unit roundoff of fp32 */
@@ -519,6 +520,39 @@ Test(kernels, kv_variants_round_ties_as_the_division)
                     }
                 }
     use(mt_isa_best());
+}
+
+/* The CUDA KV quantizers code without a division (kernels/cuda/kernels.cu,
+ * kv_code_d): q0 = a * r with r = RN(1/d), one residual step by FMA, round
+ * to nearest even by adding 1.5 * 2^23, the code the low bits. The same
+ * IEEE operations here must give mt_kv_code's code at every rounding tie
+ * between two of the 256 levels, and the 4 floats either side, for every
+ * positive fp16 scale (the device checks 16 either side, on itself). */
+Test(kernels, kv_division_free_code_matches_the_division)
+{
+    long bad = 0, n = 0;
+    for (uint32_t h = 1; h < 0x7c00; h++) {
+        float d = mt_f32_from_f16((uint16_t)h), r = 1.0f / d;
+        for (unsigned k = 0; k < 255; k++) {
+            uint32_t tb;
+            float t = ((float)k + 0.5f) * d;
+            memcpy(&tb, &t, sizeof tb);
+            for (int off = -4; off <= 4; off++) {
+                if (off < 0 && tb < (uint32_t)-off)
+                    continue;
+                uint32_t xb = tb + (uint32_t)off, qb;
+                float x, q0, q;
+                memcpy(&x, &xb, sizeof x);
+                q0 = x * r;
+                q = fmaf(fmaf(-q0, d, x), r, q0) + 12582912.0f;
+                memcpy(&qb, &q, sizeof qb);
+                bad += (qb & 255u) != (uint32_t)mt_kv_code(x, 0.0f, d, 255);
+                n++;
+            }
+        }
+    }
+    cr_assert_eq(bad, 0, "%ld of %ld codes differ from the division's", bad, n);
+    cr_assert_gt(n, 70000000L);
 }
 
 /* ---- latent ------------------------------------------------------------ */

@@ -34,16 +34,24 @@ cudaError_t mtc_kv_dequantize(enum mt_kv_kind kind, const uint8_t *codes, const 
                               size_t tokens, size_t channels, unsigned bits, size_t group,
                               float *x, cudaStream_t stream);
 
+/* The arithmetic identities the fast KV paths rest on, checked
+ * exhaustively on the device (kernels.cu says which): the number of
+ * mismatches of each of the three, all 0 on a correct device. */
+cudaError_t mtc_kv_selftest(unsigned long long mismatches[3]);
+
 /* Device <-> pinned host in chunks alternating between two streams. */
 cudaError_t mtc_offload_d2h(void *host_pinned, const void *dev, size_t bytes, size_t chunk,
                             cudaStream_t s[2]);
 cudaError_t mtc_offload_h2d(void *dev, const void *host_pinned, size_t bytes, size_t chunk,
                             cudaStream_t s[2]);
-/* Device <-> pageable host through two pinned staging chunks: the DMA of
- * one chunk overlaps the host copy of the other. */
+/* Device <-> pageable host through pinned staging chunks: the DMA of one
+ * chunk overlaps the host copy of the other. `threads` such pipelines run
+ * side by side on slices of the buffer (the host memcpy is what limits
+ * one), each with its own two staging chunks (stage_pinned holds 2 *
+ * chunk * threads bytes) and two streams (s[2 * threads]). */
 cudaError_t mtc_offload_d2h_staged(void *host, const void *dev, size_t bytes, size_t chunk,
-                                   void *stage_pinned /* 2 * chunk */, cudaStream_t s[2]);
+                                   void *stage_pinned, cudaStream_t *s, unsigned threads);
 cudaError_t mtc_offload_h2d_staged(void *dev, const void *host, size_t bytes, size_t chunk,
-                                   void *stage_pinned, cudaStream_t s[2]);
+                                   void *stage_pinned, cudaStream_t *s, unsigned threads);
 
 #endif

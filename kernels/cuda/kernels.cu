@@ -22,6 +22,11 @@
 #include <math.h>
 #include <string.h>
 
+#include <thread>
+#include <vector>
+
+#include <cuda_fp16.h>
+
 #include "kernels-cuda.h"
 #include "kv-group.h"
 #include "adamw-consts.h"
@@ -635,12 +640,65 @@ __device__ static inline float of_key_d(int32_t k)
     return __uint_as_float((uint32_t)k ^ ((uint32_t)(k >> 31) >> 1));
 }
 
-/* Codes of 4 consecutive values packed as kv.c packs them: bits * 4 bits. */
-__device__ static inline unsigned pack4(float4 v, float z, float d, unsigned bits, int levels)
+/* The code mt_kv_code gives, without a division per value. With r =
+ * RN(1/d), computed once per group, q0 = a * r is within an ulp or so of
+ * a / d and one residual step, q0 + (a - q0 d) r with the residual exact
+ * by FMA, gives RN(a / d) (Markstein's theorem) whenever nothing
+ * underflows; quotients small enough to underflow are far below 1/2 and
+ * give code 0 either way. Checked on the host against the division near
+ * every rounding tie of every fp16 scale (tests/test-kernels.c) and bit for
+ * bit by kernels-cuda-check. Rounding to nearest even is the addition of
+ * 1.5 * 2^23, exact for 0 <= q < 2^22, after which the code is the low
+ * bits. In a group with valid parameters 0 <= a = x - z and q < levels +
+ * 1/2 (z <= min, s >= (max - z) / levels), so the code needs no clamp;
+ * the mask keeps an invalid group's garbage out of its neighbours' bits.
+ * No conversion is issued per value: conversions and the reciprocal run at
+ * a quarter of the rate of an add, and the division and rintf() were what
+ * bounded these kernels (measured: docs/PERFORMANCE.md). */
+__device__ static inline unsigned kv_code_d(float x, float z, float d, float r, unsigned levels)
 {
-    return (unsigned)mt_kv_code(v.x, z, d, levels) | (unsigned)mt_kv_code(v.y, z, d, levels) << bits |
-           (unsigned)mt_kv_code(v.z, z, d, levels) << (2 * bits) |
-           (unsigned)mt_kv_code(v.w, z, d, levels) << (3 * bits);
+    float a = __fsub_rn(x, z), q0 = __fmul_rn(a, r);
+    float q = __fmaf_rn(__fmaf_rn(-q0, d, a), r, q0);
+    return (unsigned)__float_as_int(__fadd_rn(q, 12582912.0f)) & levels;
+}
+
+/* mt_kv_group_params with the GPU's own conversions: rounding mn down to
+ * fp16 is what rounding to nearest and stepping down when above gives, and
+ * rounding the scale up likewise; fp16 to fp32 is exact. Same bits for
+ * every finite min and max (and an error for the same groups). */
+__device__ static inline int kv_params_d(float mn, float mx, unsigned levels, uint16_t *ret_zh,
+                                         uint16_t *ret_sh, float *ret_z, float *ret_s)
+{
+    uint16_t zh = __half_as_ushort(__float2half_rd(mn));
+    float z = __half2float(__ushort_as_half(zh));
+    float want = __fdiv_rn(__fsub_rn(mx, z), (float)levels);
+    uint16_t sh = __half_as_ushort(__float2half_ru(want));
+    if ((zh & 0x7c00u) == 0x7c00u || (sh & 0x7c00u) == 0x7c00u)
+        return -1;
+    *ret_zh = zh;
+    *ret_sh = sh;
+    *ret_z = z;
+    *ret_s = __half2float(__ushort_as_half(sh));
+    return 0;
+}
+
+__device__ static inline float f16_d(uint32_t h)
+{
+    return __half2float(__ushort_as_half((uint16_t)h));
+}
+
+/* (float)c for 0 <= c < 2^23, exactly, by an add instead of a conversion. */
+__device__ static inline float small_u2f(unsigned c)
+{
+    return __fsub_rn(__uint_as_float(0x4b000000u | c), 8388608.0f);
+}
+
+/* Codes of 4 consecutive values packed as kv.c packs them: bits * 4 bits. */
+__device__ static inline unsigned pack4(float4 v, float z, float d, float r, unsigned bits,
+                                       unsigned levels)
+{
+    return kv_code_d(v.x, z, d, r, levels) | kv_code_d(v.y, z, d, r, levels) << bits |
+           kv_code_d(v.z, z, d, r, levels) << (2 * bits) | kv_code_d(v.w, z, d, r, levels) << (3 * bits);
 }
 
 /* Store the packed codes of float4 number j of a row-major code array. */
@@ -663,19 +721,25 @@ __device__ static inline unsigned load_codes4(const uint8_t *codes, size_t j, un
     return ((const uint32_t *)codes)[j];
 }
 
+__device__ static inline float dequant1(unsigned c, float z, float s)
+{
+    return __fadd_rn(__fmul_rn(small_u2f(c), s), z);
+}
+
 __device__ static inline float4 dequant_kv4(unsigned c, float z, float s, unsigned bits)
 {
     unsigned mask = (1u << bits) - 1u;
-    return make_float4(__fadd_rn(__fmul_rn((float)(c & mask), s), z),
-                       __fadd_rn(__fmul_rn((float)((c >> bits) & mask), s), z),
-                       __fadd_rn(__fmul_rn((float)((c >> (2 * bits)) & mask), s), z),
-                       __fadd_rn(__fmul_rn((float)((c >> (3 * bits)) & mask), s), z));
+    return make_float4(dequant1(c & mask, z, s), dequant1((c >> bits) & mask, z, s),
+                       dequant1((c >> (2 * bits)) & mask, z, s),
+                       dequant1((c >> (3 * bits)) & mask, z, s));
 }
 
 /* float4 loads per lane and chunk (values): 4 measured faster than 8 (more
  * warps resident to overlap one warp's division-bound codes with the
  * others' loads) */
+#ifndef KV_K
 #define KV_K 4
+#endif
 
 /* Values, G in {8, 16, 32, 64}: a warp takes a chunk of 32 * KV_K float4s;
  * load k of lane L is float4 number 32k + L of the chunk (coalesced), so S
@@ -690,7 +754,7 @@ __global__ void __launch_bounds__(256)
     kv_values_vec(const float4 *x, size_t n4, unsigned bits, uint8_t *codes, uint32_t *meta)
 {
     constexpr int S = G / 4, R = (KV_K + S - 1) / S;
-    const int levels = (int)((1u << bits) - 1u);
+    const unsigned levels = (1u << bits) - 1u;
     const unsigned lane = threadIdx.x & 31, seg = lane / S * S;
     size_t warp = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
     size_t nwarps = ((size_t)gridDim.x * blockDim.x) >> 5;
@@ -715,7 +779,7 @@ __global__ void __launch_bounds__(256)
                 kn[k] = min(kn[k], __shfl_xor_sync(0xffffffffu, kn[k], o));
                 kx[k] = max(kx[k], __shfl_xor_sync(0xffffffffu, kx[k], o));
             }
-        float zr[R], dr[R];
+        float zr[R], dr[R], rr[R];
 #pragma unroll
         for (int r = 0; r < R; r++) {
             int mine = r * S + (int)(lane % S); /* the load whose group this lane does */
@@ -728,9 +792,10 @@ __global__ void __launch_bounds__(256)
                 }
             uint16_t zh = 0, sh = 0;
             float z = 0, s = 0;
-            mt_kv_group_params(of_key_d(mn), of_key_d(mx), (unsigned)levels, &zh, &sh, &z, &s);
+            kv_params_d(of_key_d(mn), of_key_d(mx), (unsigned)levels, &zh, &sh, &z, &s);
             zr[r] = z;
             dr[r] = mt_kv_divisor(s);
+            rr[r] = __frcp_rn(dr[r]);
             size_t j = c0 + 32 * (size_t)mine + seg; /* first float4 of that group */
             if (mine < KV_K && j < n4)
                 meta[j / S] = (uint32_t)zh | (uint32_t)sh << 16;
@@ -739,108 +804,177 @@ __global__ void __launch_bounds__(256)
         for (int k = 0; k < KV_K; k++) {
             float z = __shfl_sync(0xffffffffu, zr[k / S], seg + k % S);
             float d = __shfl_sync(0xffffffffu, dr[k / S], seg + k % S);
+            float rc = __shfl_sync(0xffffffffu, rr[k / S], seg + k % S);
             size_t j = c0 + 32 * k + lane;
             if (j < n4)
-                store_codes4(codes, j, bits, pack4(v[k], z, d, bits, levels));
+                store_codes4(codes, j, bits, pack4(v[k], z, d, rc, bits, levels));
         }
     }
 }
 
-/* Keys, G in {8, 16, 32}: a thread takes 4 channels (one float4 column)
- * of a token group and holds its G rows in registers: one read of x, the
- * min and max per channel in the thread, 4 groups' parameters, 16 bytes
- * of metadata. grid.y walks the token groups. */
-template <int G>
+/* Keys, G in {8, 16, 32}: P threads take 4 channels (one float4 column)
+ * of a token group, G / P rows each, held in registers: one read of x.
+ * The P threads of a column are lanes L apart (L = 32 / P), so each row's
+ * loads and stores stay coalesced over L lanes; min and max per channel in
+ * the thread, then over the P threads by xor shuffles. Part p computes the
+ * parameters of the groups q with q % P == p and the others fetch them by
+ * shuffles; part 0 writes the 16 bytes of metadata. grid.y walks the token
+ * groups. P = 1 holds all G rows in one thread (158 registers at G = 32). */
+#ifndef MTC_KV_KEYS_P
+#define MTC_KV_KEYS_P 4
+#endif
+template <int G, int P>
 __global__ void __launch_bounds__(128)
     kv_keys_vec(const float4 *x, size_t C4, size_t ntg, unsigned bits, uint8_t *codes, uint4 *meta)
 {
-    const int levels = (int)((1u << bits) - 1u);
-    size_t c4 = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (c4 >= C4)
-        return;
+    constexpr int L = 32 / P, GP = G / P;
+    const unsigned levels = (1u << bits) - 1u;
+    const unsigned lane = threadIdx.x & 31, part = lane / L, col = lane % L;
+    size_t c4 = blockIdx.x * (size_t)(128 / P) + (threadIdx.x >> 5) * L + col;
+    bool valid = c4 < C4;
     for (size_t tg = blockIdx.y; tg < ntg; tg += gridDim.y) {
-        const float4 *x0 = x + tg * G * C4 + c4;
-        float4 v[G];
+        const float4 *x0 = x + (tg * G + part * GP) * C4 + c4;
+        float4 v[GP];
 #pragma unroll
-        for (int t = 0; t < G; t++)
-            v[t] = x0[t * C4];
-        int32_t n0 = order_key_d(v[0].x), n1 = order_key_d(v[0].y), n2 = order_key_d(v[0].z),
-                n3 = order_key_d(v[0].w);
-        int32_t x0k = n0, x1k = n1, x2k = n2, x3k = n3;
+        for (int t = 0; t < GP; t++)
+            v[t] = valid ? x0[t * C4] : make_float4(0, 0, 0, 0);
+        int32_t mn[4], mx[4];
+        mn[0] = mx[0] = order_key_d(v[0].x), mn[1] = mx[1] = order_key_d(v[0].y);
+        mn[2] = mx[2] = order_key_d(v[0].z), mn[3] = mx[3] = order_key_d(v[0].w);
 #pragma unroll
-        for (int t = 1; t < G; t++) {
+        for (int t = 1; t < GP; t++) {
             int32_t a = order_key_d(v[t].x), b = order_key_d(v[t].y), c = order_key_d(v[t].z),
                     d = order_key_d(v[t].w);
-            n0 = min(n0, a), x0k = max(x0k, a);
-            n1 = min(n1, b), x1k = max(x1k, b);
-            n2 = min(n2, c), x2k = max(x2k, c);
-            n3 = min(n3, d), x3k = max(x3k, d);
+            mn[0] = min(mn[0], a), mx[0] = max(mx[0], a);
+            mn[1] = min(mn[1], b), mx[1] = max(mx[1], b);
+            mn[2] = min(mn[2], c), mx[2] = max(mx[2], c);
+            mn[3] = min(mn[3], d), mx[3] = max(mx[3], d);
         }
-        int32_t mn[4] = {n0, n1, n2, n3}, mx[4] = {x0k, x1k, x2k, x3k};
-        float z[4], d[4];
+#pragma unroll
+        for (int o = L; o < 32; o <<= 1)
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                mn[q] = min(mn[q], __shfl_xor_sync(0xffffffffu, mn[q], o));
+                mx[q] = max(mx[q], __shfl_xor_sync(0xffffffffu, mx[q], o));
+            }
+        constexpr int Q = 4 / P; /* groups whose parameters this thread computes */
+        float zm[Q], dm[Q], rm[Q];
+        uint32_t mm[Q];
+#pragma unroll
+        for (int i = 0; i < Q; i++) {
+            int q = i * P + (int)part;
+            int32_t kn = mn[0], kx = mx[0];
+#pragma unroll
+            for (int u = 1; u < 4; u++)
+                if (u == q)
+                    kn = mn[u], kx = mx[u];
+            uint16_t zh = 0, sh = 0;
+            float s = 0;
+            zm[i] = 0;
+            kv_params_d(of_key_d(kn), of_key_d(kx), (unsigned)levels, &zh, &sh, &zm[i], &s);
+            dm[i] = mt_kv_divisor(s);
+            rm[i] = __frcp_rn(dm[i]);
+            mm[i] = (uint32_t)zh | (uint32_t)sh << 16;
+        }
+        float z[4], d[4], r[4];
         uint32_t m[4];
 #pragma unroll
         for (int q = 0; q < 4; q++) {
-            uint16_t zh = 0, sh = 0;
-            float s = 0;
-            z[q] = 0;
-            mt_kv_group_params(of_key_d(mn[q]), of_key_d(mx[q]), (unsigned)levels, &zh, &sh, &z[q],
-                               &s);
-            d[q] = mt_kv_divisor(s);
-            m[q] = (uint32_t)zh | (uint32_t)sh << 16;
+            if constexpr (P == 1) {
+                z[q] = zm[q], d[q] = dm[q], r[q] = rm[q], m[q] = mm[q];
+            } else {
+                int src = (q % P) * L + (int)col;
+                z[q] = __shfl_sync(0xffffffffu, zm[q / P], src);
+                d[q] = __shfl_sync(0xffffffffu, dm[q / P], src);
+                r[q] = __shfl_sync(0xffffffffu, rm[q / P], src);
+                m[q] = __shfl_sync(0xffffffffu, mm[q / P], src);
+            }
         }
-        meta[tg * C4 + c4] = make_uint4(m[0], m[1], m[2], m[3]);
+        if (valid && part == 0)
+            meta[tg * C4 + c4] = make_uint4(m[0], m[1], m[2], m[3]);
+        if (valid) {
 #pragma unroll
-        for (int t = 0; t < G; t++) {
-            unsigned c = (unsigned)mt_kv_code(v[t].x, z[0], d[0], levels) |
-                         (unsigned)mt_kv_code(v[t].y, z[1], d[1], levels) << bits |
-                         (unsigned)mt_kv_code(v[t].z, z[2], d[2], levels) << (2 * bits) |
-                         (unsigned)mt_kv_code(v[t].w, z[3], d[3], levels) << (3 * bits);
-            store_codes4(codes, (tg * G + t) * C4 + c4, bits, c);
+            for (int t = 0; t < GP; t++) {
+                unsigned c = kv_code_d(v[t].x, z[0], d[0], r[0], levels) |
+                             kv_code_d(v[t].y, z[1], d[1], r[1], levels) << bits |
+                             kv_code_d(v[t].z, z[2], d[2], r[2], levels) << (2 * bits) |
+                             kv_code_d(v[t].w, z[3], d[3], r[3], levels) << (3 * bits);
+                store_codes4(codes, (tg * G + part * GP + t) * C4 + c4, bits, c);
+            }
         }
     }
 }
 
-/* Keys dequantize, any G: a thread takes one float4 column of a token
- * group, its 4 (z, s) pairs read once. */
+/* Keys dequantize, any G: a thread takes one float4 column of R rows of
+ * a token group (grid.y walks the (token group, row block) pairs), the 4
+ * (z, s) pairs of its column read once, its R code loads issued before the
+ * first store. */
+#ifndef MTC_KV_KDQ_R
+#define MTC_KV_KDQ_R 4
+#endif
 __global__ void kv_keys_dequant_vec(const uint8_t *codes, const uint4 *meta, size_t C4, size_t ntg,
                                     unsigned bits, size_t G, float4 *x)
 {
+    constexpr int R = MTC_KV_KDQ_R;
     size_t c4 = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (c4 >= C4)
         return;
     unsigned mask = (1u << bits) - 1u;
-    for (size_t tg = blockIdx.y; tg < ntg; tg += gridDim.y) {
+    size_t per = (G + R - 1) / R, units = ntg * per;
+    for (size_t u = blockIdx.y; u < units; u += gridDim.y) {
+        size_t tg = u / per, t0 = (u % per) * R;
         uint4 m = meta[tg * C4 + c4];
-        uint32_t mw[4] = {m.x, m.y, m.z, m.w};
-        float z[4], s[4];
+        float z[4] = {f16_d(m.x & 0xffffu), f16_d(m.y & 0xffffu), f16_d(m.z & 0xffffu),
+                      f16_d(m.w & 0xffffu)};
+        float s[4] = {f16_d(m.x >> 16), f16_d(m.y >> 16), f16_d(m.z >> 16), f16_d(m.w >> 16)};
+        unsigned c[R];
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            z[q] = mt_f16_to_f32((uint16_t)(mw[q] & 0xffffu));
-            s[q] = mt_f16_to_f32((uint16_t)(mw[q] >> 16));
-        }
-#pragma unroll 8
-        for (size_t t = 0; t < G; t++) {
-            size_t j = (tg * G + t) * C4 + c4;
-            unsigned c = load_codes4(codes, j, bits);
-            x[j] = make_float4(__fadd_rn(__fmul_rn((float)(c & mask), s[0]), z[0]),
-                               __fadd_rn(__fmul_rn((float)((c >> bits) & mask), s[1]), z[1]),
-                               __fadd_rn(__fmul_rn((float)((c >> (2 * bits)) & mask), s[2]), z[2]),
-                               __fadd_rn(__fmul_rn((float)((c >> (3 * bits)) & mask), s[3]), z[3]));
-        }
+        for (int i = 0; i < R; i++)
+            if (t0 + i < G)
+                c[i] = load_codes4(codes, (tg * G + t0 + i) * C4 + c4, bits);
+#pragma unroll
+        for (int i = 0; i < R; i++)
+            if (t0 + i < G)
+                x[(tg * G + t0 + i) * C4 + c4] =
+                    make_float4(dequant1(c[i] & mask, z[0], s[0]),
+                                dequant1((c[i] >> bits) & mask, z[1], s[1]),
+                                dequant1((c[i] >> (2 * bits)) & mask, z[2], s[2]),
+                                dequant1((c[i] >> (3 * bits)) & mask, z[3], s[3]));
     }
 }
 
-/* Values dequantize, G a multiple of 4: a thread per float4. */
+/* Values dequantize, G a multiple of 4: a warp takes 32 * K float4s, lane
+ * L numbers L, L + 32, ... (coalesced code loads and float4 stores, K
+ * loads in flight per thread before the first store). */
+#ifndef MTC_KV_DQ_K
+#define MTC_KV_DQ_K 4
+#endif
 template <int G>
 __global__ void kv_values_dequant_vec(const uint8_t *codes, const uint32_t *meta, size_t n4,
                                       unsigned bits, float4 *x)
 {
-    for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < n4;
-         j += (size_t)gridDim.x * blockDim.x) {
-        uint32_t m = meta[j / (G / 4)];
-        float z = mt_f16_to_f32((uint16_t)(m & 0xffffu)), s = mt_f16_to_f32((uint16_t)(m >> 16));
-        x[j] = dequant_kv4(load_codes4(codes, j, bits), z, s, bits);
+    constexpr int K = MTC_KV_DQ_K;
+    size_t lane = threadIdx.x & 31;
+    for (size_t base = (blockIdx.x * (size_t)blockDim.x + threadIdx.x - lane) * K; base < n4;
+         base += (size_t)gridDim.x * blockDim.x * K) {
+        unsigned c[K];
+        uint32_t m[K];
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            size_t j = base + 32 * k + lane;
+            if (j < n4) {
+                c[k] = load_codes4(codes, j, bits);
+                m[k] = meta[j / (G / 4)];
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            size_t j = base + 32 * k + lane;
+            if (j < n4) {
+                float z = f16_d(m[k] & 0xffffu), s = f16_d(m[k] >> 16);
+                x[j] = dequant_kv4(c[k], z, s, bits);
+            }
+        }
     }
 }
 
@@ -867,14 +1001,15 @@ cudaError_t mtc_kv_quantize(enum mt_kv_kind kind, const float *x, size_t tokens,
     int vec = kv_vec_ok(x, codes, meta, channels);
     size_t C4 = channels / 4, ntg = tokens / group;
     if (vec && kind == MT_KV_KEYS && (group == 8 || group == 16 || group == 32)) {
-        dim3 grid((unsigned)((C4 + 127) / 128), ygrid(ntg));
+        constexpr int P = MTC_KV_KEYS_P, W = 128 / P; /* columns per CTA */
+        dim3 grid((unsigned)((C4 + W - 1) / W), ygrid(ntg));
         const float4 *x4 = (const float4 *)x;
         if (group == 8)
-            kv_keys_vec<8><<<grid, 128, 0, stream>>>(x4, C4, ntg, bits, codes, (uint4 *)meta);
+            kv_keys_vec<8, P><<<grid, 128, 0, stream>>>(x4, C4, ntg, bits, codes, (uint4 *)meta);
         else if (group == 16)
-            kv_keys_vec<16><<<grid, 128, 0, stream>>>(x4, C4, ntg, bits, codes, (uint4 *)meta);
+            kv_keys_vec<16, P><<<grid, 128, 0, stream>>>(x4, C4, ntg, bits, codes, (uint4 *)meta);
         else
-            kv_keys_vec<32><<<grid, 128, 0, stream>>>(x4, C4, ntg, bits, codes, (uint4 *)meta);
+            kv_keys_vec<32, P><<<grid, 128, 0, stream>>>(x4, C4, ntg, bits, codes, (uint4 *)meta);
     } else if (vec && kind == MT_KV_VALUES &&
                (group == 8 || group == 16 || group == 32 || group == 64)) {
         size_t n4 = n / 4, warps = (n4 + 32 * KV_K - 1) / (32 * KV_K);
@@ -931,13 +1066,14 @@ cudaError_t mtc_kv_dequantize(enum mt_kv_kind kind, const uint8_t *codes, const 
         return cudaSuccess;
     size_t C4 = channels / 4, n4 = n / 4;
     if (kv_vec_ok(x, codes, meta, channels) && kind == MT_KV_KEYS) {
-        dim3 grid((unsigned)((C4 + 127) / 128), ygrid(tokens / group));
+        size_t units = tokens / group * ((group + MTC_KV_KDQ_R - 1) / MTC_KV_KDQ_R);
+        dim3 grid((unsigned)((C4 + 127) / 128), ygrid(units));
         kv_keys_dequant_vec<<<grid, 128, 0, stream>>>(codes, (const uint4 *)meta, C4, tokens / group,
                                                       bits, group, (float4 *)x);
     } else if (kv_vec_ok(x, codes, meta, channels) && kind == MT_KV_VALUES &&
                (group == 8 || group == 16 || group == 32 || group == 64)) {
         const uint32_t *m32 = (const uint32_t *)meta;
-        unsigned g = elem_grid(n4, 256);
+        unsigned g = elem_grid((n4 + MTC_KV_DQ_K - 1) / MTC_KV_DQ_K, 256);
         if (group == 8)
             kv_values_dequant_vec<8><<<g, 256, 0, stream>>>(codes, m32, n4, bits, (float4 *)x);
         else if (group == 16)
@@ -951,6 +1087,81 @@ cudaError_t mtc_kv_dequantize(enum mt_kv_kind kind, const uint8_t *codes, const 
                                                           group, x);
     }
     return cudaGetLastError();
+}
+
+/* ---- KV self-test --------------------------------------------------------
+ *
+ * The identities the fast KV paths rest on, checked on the device itself
+ * rather than on random data: [0] fp16 rounding down and up by the GPU's
+ * conversions against kv-group.h's round-to-nearest-and-step, for every
+ * finite float; [1] the GPU's fp16 -> fp32 against mt_f16_to_f32 for every
+ * non-NaN half; [2] kv_code_d against mt_kv_code (the division) for every
+ * positive fp16 scale, at each rounding tie between two of the 256 levels
+ * of 8 bits (which holds those of 2 and 4 bits) and the 16 floats either
+ * side of it. (Quotients above the top level + 1/2 do not occur, above.) */
+__global__ void kv_selftest_round(unsigned long long *bad)
+{
+    unsigned long long n = 0;
+    for (uint64_t u = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; u < (1ull << 32);
+         u += (uint64_t)gridDim.x * blockDim.x) {
+        uint32_t b = (uint32_t)u;
+        if ((b & 0x7f800000u) == 0x7f800000u)
+            continue;
+        float f = __uint_as_float(b);
+        uint16_t dn = mt_f16_rne(f), up = dn;
+        if (mt_f16_to_f32(dn) > f)
+            dn = mt_f16_down(dn);
+        if (mt_f16_to_f32(up) < f)
+            up = mt_f16_up(up);
+        n += __half_as_ushort(__float2half_rd(f)) != dn;
+        n += __half_as_ushort(__float2half_ru(f)) != up;
+    }
+    if (n)
+        atomicAdd(bad, n);
+}
+
+__global__ void kv_selftest_widen(unsigned long long *bad)
+{
+    unsigned h = blockIdx.x * blockDim.x + threadIdx.x;
+    if (h < 65536 && (h & 0x7fffu) <= 0x7c00u &&
+        __float_as_uint(f16_d(h)) != __float_as_uint(mt_f16_to_f32((uint16_t)h)))
+        atomicAdd(bad, 1ull);
+}
+
+__global__ void kv_selftest_code(unsigned long long *bad)
+{
+    unsigned h = blockIdx.x + 1; /* fp16 scales 0x0001 .. 0x7bff */
+    float d = mt_f16_to_f32((uint16_t)h), r = __frcp_rn(d);
+    unsigned long long n = 0;
+    for (unsigned i = threadIdx.x; i < 255 * 33; i += blockDim.x) {
+        unsigned k = i / 33;
+        int off = (int)(i % 33) - 16;
+        float t = __fmul_rn((float)k + 0.5f, d); /* the tie, or the float nearest it */
+        uint32_t tb = __float_as_uint(t);
+        if (off < 0 && tb < (uint32_t)-off)
+            continue;
+        float x = __uint_as_float(tb + off);
+        n += kv_code_d(x, 0.0f, d, r, 255u) != (unsigned)mt_kv_code(x, 0.0f, d, 255);
+    }
+    if (n)
+        atomicAdd(bad, n);
+}
+
+cudaError_t mtc_kv_selftest(unsigned long long mismatches[3])
+{
+    unsigned long long *d;
+    cudaError_t e = cudaMalloc(&d, 3 * sizeof *d);
+    if (e != cudaSuccess)
+        return e;
+    cudaMemset(d, 0, 3 * sizeof *d);
+    kv_selftest_round<<<4096, 256>>>(d);
+    kv_selftest_widen<<<256, 256>>>(d + 1);
+    kv_selftest_code<<<0x7bff, 256>>>(d + 2);
+    e = cudaGetLastError();
+    if (e == cudaSuccess)
+        e = cudaMemcpy(mismatches, d, 3 * sizeof *d, cudaMemcpyDeviceToHost);
+    cudaFree(d);
+    return e;
 }
 
 /* ---- offload ----------------------------------------------------------- */
@@ -981,13 +1192,13 @@ cudaError_t mtc_offload_h2d(void *dev, const void *host_pinned, size_t bytes, si
     return chunked(dev, host_pinned, bytes, chunk, cudaMemcpyHostToDevice, s);
 }
 
-cudaError_t mtc_offload_d2h_staged(void *host, const void *dev, size_t bytes, size_t chunk,
-                                   void *stage_pinned, cudaStream_t s[2])
+/* One pipeline: chunk i + 1's DMA into one staging chunk overlaps the
+ * host copy of chunk i out of the other. */
+static cudaError_t d2h_staged_1(char *host, const char *dev, size_t bytes, size_t chunk,
+                                char *stage_pinned, cudaStream_t s[2])
 {
-    if (!chunk)
-        return cudaErrorInvalidValue;
     size_t nchunks = (bytes + chunk - 1) / chunk;
-    char *stage[2] = {(char *)stage_pinned, (char *)stage_pinned + chunk};
+    char *stage[2] = {stage_pinned, stage_pinned + chunk};
     cudaError_t e = cudaSuccess;
 #define LEN(i) (bytes - (i) * chunk < chunk ? bytes - (i) * chunk : chunk)
     if (nchunks)
@@ -995,36 +1206,81 @@ cudaError_t mtc_offload_d2h_staged(void *host, const void *dev, size_t bytes, si
     for (size_t i = 0; i < nchunks && e == cudaSuccess; i++) {
         /* stage[(i+1)&1] was emptied by the host copy of chunk i-1 */
         if (i + 1 < nchunks)
-            e = cudaMemcpyAsync(stage[(i + 1) & 1], (const char *)dev + (i + 1) * chunk,
-                                LEN(i + 1), cudaMemcpyDeviceToHost, s[(i + 1) & 1]);
+            e = cudaMemcpyAsync(stage[(i + 1) & 1], dev + (i + 1) * chunk, LEN(i + 1),
+                                cudaMemcpyDeviceToHost, s[(i + 1) & 1]);
         if (e == cudaSuccess)
             e = cudaStreamSynchronize(s[i & 1]);
         if (e == cudaSuccess)
-            memcpy((char *)host + i * chunk, stage[i & 1], LEN(i));
+            memcpy(host + i * chunk, stage[i & 1], LEN(i));
     }
     cudaStreamSynchronize(s[0]);
     cudaStreamSynchronize(s[1]);
     return e;
 }
 
-cudaError_t mtc_offload_h2d_staged(void *dev, const void *host, size_t bytes, size_t chunk,
-                                   void *stage_pinned, cudaStream_t s[2])
+static cudaError_t h2d_staged_1(char *dev, const char *host, size_t bytes, size_t chunk,
+                                char *stage_pinned, cudaStream_t s[2])
 {
-    if (!chunk)
-        return cudaErrorInvalidValue;
     size_t nchunks = (bytes + chunk - 1) / chunk;
-    char *stage[2] = {(char *)stage_pinned, (char *)stage_pinned + chunk};
+    char *stage[2] = {stage_pinned, stage_pinned + chunk};
     cudaError_t e = cudaSuccess;
     for (size_t i = 0; i < nchunks && e == cudaSuccess; i++) {
         /* wait for the copy that last used this staging buffer (chunk i-2) */
         e = cudaStreamSynchronize(s[i & 1]);
         if (e != cudaSuccess)
             break;
-        memcpy(stage[i & 1], (const char *)host + i * chunk, LEN(i));
-        e = cudaMemcpyAsync((char *)dev + i * chunk, stage[i & 1], LEN(i), cudaMemcpyHostToDevice,
+        memcpy(stage[i & 1], host + i * chunk, LEN(i));
+        e = cudaMemcpyAsync(dev + i * chunk, stage[i & 1], LEN(i), cudaMemcpyHostToDevice,
                             s[i & 1]);
     }
 #undef LEN
     cudaError_t e0 = cudaStreamSynchronize(s[0]), e1 = cudaStreamSynchronize(s[1]);
     return e != cudaSuccess ? e : e0 != cudaSuccess ? e0 : e1;
+}
+
+/* `threads` pipelines side by side, each on its own slice (whole 4 KiB
+ * pages), staging pair and streams: one host thread's memcpy out of pinned
+ * memory runs at a fraction of the link's speed, several keep up with it. */
+template <class F>
+static cudaError_t staged(char *dst, const char *src, size_t bytes, size_t chunk, char *stage,
+                          cudaStream_t *s, unsigned threads, F one)
+{
+    if (!chunk || !threads)
+        return cudaErrorInvalidValue;
+    size_t slice = ((bytes + threads - 1) / threads + 4095) & ~(size_t)4095;
+    std::vector<std::thread> pool;
+    std::vector<cudaError_t> err(threads, cudaSuccess);
+    for (unsigned t = 0; t < threads; t++) {
+        size_t off = t * slice;
+        if (off >= bytes)
+            break;
+        size_t len = bytes - off < slice ? bytes - off : slice;
+        auto run = [&, t, off, len] {
+            err[t] = one(dst + off, src + off, len, chunk, stage + 2 * chunk * t, s + 2 * t);
+        };
+        if (t + 1 < threads && off + len < bytes)
+            pool.emplace_back(run);
+        else
+            run(); /* the last slice on the calling thread */
+    }
+    for (auto &th : pool)
+        th.join();
+    for (cudaError_t e : err)
+        if (e != cudaSuccess)
+            return e;
+    return cudaSuccess;
+}
+
+cudaError_t mtc_offload_d2h_staged(void *host, const void *dev, size_t bytes, size_t chunk,
+                                   void *stage_pinned, cudaStream_t *s, unsigned threads)
+{
+    return staged((char *)host, (const char *)dev, bytes, chunk, (char *)stage_pinned, s, threads,
+                  d2h_staged_1);
+}
+
+cudaError_t mtc_offload_h2d_staged(void *dev, const void *host, size_t bytes, size_t chunk,
+                                   void *stage_pinned, cudaStream_t *s, unsigned threads)
+{
+    return staged((char *)dev, (const char *)host, bytes, chunk, (char *)stage_pinned, s, threads,
+                  h2d_staged_1);
 }
