@@ -8,6 +8,8 @@
 #ifndef MT_KERNELS_INTERNAL_H
 #define MT_KERNELS_INTERNAL_H
 
+#include <stdint.h>
+
 #include "mtkernels.h"
 
 #define MTI_AVX2 __attribute__((target("avx2")))
@@ -21,6 +23,28 @@ enum mt_isa mti_isa(void);
 void mti_q8_block_scalar(const float *x, size_t n, int8_t *codes, float *absmax);
 void mti_q8_block_avx2(const float *x, size_t n, int8_t *codes, float *absmax);
 void mti_q8_block_avx512(const float *x, size_t n, int8_t *codes, float *absmax);
+
+/* Outputs of at least this many bytes, 64-byte aligned, are written with
+ * non-temporal stores by the AVX-512 dequantizers (as memcpy does above a
+ * similar size): a write stream that will not be read back soon then costs
+ * no read for ownership, which on a server core halves what a write-bound
+ * kernel moves. Smaller outputs stay in cache for the caller. */
+#define MTI_STREAM_BYTES (4u << 20)
+
+/* Whether an output of that many bytes at p gets non-temporal stores. */
+static inline int mti_stream_ok(const void *p, size_t bytes)
+{
+    return bytes >= MTI_STREAM_BYTES && ((uintptr_t)p & 63) == 0;
+}
+
+/* Orders the non-temporal stores before whatever the caller does next;
+ * called once by a kernel that made any. */
+static inline void mti_store_fence(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_sfence();
+#endif
+}
 
 /* Monotonic seconds. */
 double mti_now(void);

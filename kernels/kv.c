@@ -627,6 +627,15 @@ MTI_AVX512 MTI_INLINE void meta16(const uint16_t *mt, size_t n, float *z, float 
     _mm512_mask_storeu_ps(s, km, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16))));
 }
 
+/* 16 floats to p (64-byte aligned when nt): non-temporal when nt. */
+MTI_AVX512 MTI_INLINE void store16(float *p, __m512 v, int nt)
+{
+    if (nt)
+        _mm512_stream_ps(p, v);
+    else
+        _mm512_storeu_ps(p, v);
+}
+
 MTI_AVX512 static void kvd_avx512(enum mt_kv_kind kind, const uint8_t *codes, const uint16_t *meta,
                                   size_t T, size_t C, unsigned bits, size_t G, float *x, float *ws,
                                   uint8_t *rc)
@@ -639,6 +648,8 @@ MTI_AVX512 static void kvd_avx512(enum mt_kv_kind kind, const uint8_t *codes, co
     struct unpacker u = unpacker_of(bits);
     size_t row_bytes = C * bits / 8, ng = C / G;
     float *z = ws, *s = ws + C;
+    /* rows start 64-byte aligned when x does (C % 16 == 0 on this path) */
+    int nt = mti_stream_ok(x, T * C * sizeof *x);
     for (size_t t = 0; t < T; t++) {
         const uint8_t *in = codes + t * row_bytes;
         float *xr = x + t * C;
@@ -648,8 +659,9 @@ MTI_AVX512 static void kvd_avx512(enum mt_kv_kind kind, const uint8_t *codes, co
                     meta16(meta + 2 * (t / G) * C + 2 * c, 16, z + c, s + c);
             for (size_t c = 0; c < C; c += 16) {
                 __m512 q = unpack16(in + c * bits / 8, bits, &u);
-                _mm512_storeu_ps(xr + c, _mm512_add_ps(_mm512_mul_ps(q, _mm512_loadu_ps(s + c)),
-                                                       _mm512_loadu_ps(z + c)));
+                store16(xr + c, _mm512_add_ps(_mm512_mul_ps(q, _mm512_loadu_ps(s + c)),
+                                              _mm512_loadu_ps(z + c)),
+                        nt);
             }
         } else {
             for (size_t g = 0; g < ng; g += 16)
@@ -658,11 +670,13 @@ MTI_AVX512 static void kvd_avx512(enum mt_kv_kind kind, const uint8_t *codes, co
                 __m512 zg = _mm512_set1_ps(z[g]), sg = _mm512_set1_ps(s[g]);
                 for (size_t i = g * G; i < (g + 1) * G; i += 16) {
                     __m512 q = unpack16(in + i * bits / 8, bits, &u);
-                    _mm512_storeu_ps(xr + i, _mm512_add_ps(_mm512_mul_ps(q, sg), zg));
+                    store16(xr + i, _mm512_add_ps(_mm512_mul_ps(q, sg), zg), nt);
                 }
             }
         }
     }
+    if (nt)
+        mti_store_fence();
 }
 #else
 #define kvq_avx2 kvq_scalar

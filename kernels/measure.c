@@ -19,6 +19,14 @@
 
 #include "kernels-internal.h"
 
+/* Buffers as a framework hands them over: 64-byte aligned (PyTorch's CPU
+ * allocator aligns to 64), so the kernels see the alignment they would in
+ * use (the dequantizers stream large aligned outputs). free() releases it. */
+static void *buf(size_t bytes)
+{
+    return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+}
+
 static uint64_t mix(uint64_t *s)
 {
     uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
@@ -102,8 +110,8 @@ int mt_measure_q8(size_t n, size_t block, unsigned reps, struct mt_measure *ret)
     if (!n || !block || !reps)
         return -EINVAL;
     size_t nb = mt_q8_blocks(n, block);
-    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y), *a = malloc(nb * sizeof *a);
-    int8_t *c = malloc(n);
+    float *x = buf(n * sizeof *x), *y = buf(n * sizeof *y), *a = malloc(nb * sizeof *a);
+    int8_t *c = buf(n);
     int r = -ENOMEM;
     if (!x || !y || !a || !c)
         goto out;
@@ -137,7 +145,7 @@ int mt_measure_adamw8(size_t n, size_t block, unsigned reps, struct mt_measure *
     if (!n || !block || !reps)
         return -EINVAL;
     size_t nb = mt_q8_blocks(n, block);
-    float *p = malloc(n * 4), *p32 = malloc(n * 4), *p0 = malloc(n * 4), *g = malloc(n * 4);
+    float *p = buf(n * 4), *p32 = buf(n * 4), *p0 = buf(n * 4), *g = buf(n * 4);
     float *m32 = calloc(n, 4), *v32 = calloc(n, 4), *ma = calloc(nb, 4), *va = calloc(nb, 4);
     float *tmp = malloc(n * 4);
     int8_t *m8 = calloc(n, 1), *v8 = calloc(n, 1);
@@ -201,8 +209,8 @@ int mt_measure_kv(enum mt_kv_kind kind, size_t tokens, size_t channels, unsigned
     if (!reps)
         return -EINVAL;
     size_t n = tokens * channels;
-    float *x = malloc(n * 4), *y = malloc(n * 4);
-    uint8_t *c = malloc(l.code_bytes ? l.code_bytes : 1);
+    float *x = buf(n * 4), *y = buf(n * 4);
+    uint8_t *c = buf(l.code_bytes ? l.code_bytes : 1);
     uint16_t *meta = malloc(l.meta_bytes ? l.meta_bytes : 1);
     r = -ENOMEM;
     if (!x || !y || !c || !meta)

@@ -85,8 +85,9 @@ void mti_q8_block_scalar(const float *x, size_t n, int8_t *codes, float *absmax)
         codes[i] = q8_code(x[i] * inv);
 }
 
-static void dequant_block_scalar(const int8_t *codes, float absmax, size_t n, float *x)
+static void dequant_block_scalar(const int8_t *codes, float absmax, size_t n, float *x, int nt)
 {
+    (void)nt;
     float s = absmax / 127.0f;
     for (size_t i = 0; i < n; i++)
         x[i] = (float)codes[i] * s;
@@ -132,8 +133,10 @@ MTI_AVX2 void mti_q8_block_avx2(const float *x, size_t n, int8_t *codes, float *
         codes[i] = q8_code(x[i] * inv);
 }
 
-MTI_AVX2 static void dequant_block_avx2(const int8_t *codes, float absmax, size_t n, float *x)
+MTI_AVX2 static void dequant_block_avx2(const int8_t *codes, float absmax, size_t n, float *x,
+                                        int nt)
 {
+    (void)nt;
     float s = absmax / 127.0f;
     const __m256 vs = _mm256_set1_ps(s);
     size_t i = 0;
@@ -185,15 +188,25 @@ MTI_AVX512 void mti_q8_block_avx512(const float *x, size_t n, int8_t *codes, flo
     }
 }
 
-MTI_AVX512 static void dequant_block_avx512(const int8_t *codes, float absmax, size_t n, float *x)
+/* nt: x is 64-byte aligned and the whole output large (mti_stream_ok), so
+ * the full vectors go out as non-temporal stores. */
+MTI_AVX512 static void dequant_block_avx512(const int8_t *codes, float absmax, size_t n, float *x,
+                                            int nt)
 {
     float s = absmax / 127.0f;
     const __m512 vs = _mm512_set1_ps(s);
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
         __m256i c = _mm256_loadu_si256((const __m256i *)(codes + i));
-        _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(c))), vs));
-        _mm512_storeu_ps(x + i + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(c, 1))), vs));
+        __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(c))), vs);
+        __m512 b = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(c, 1))), vs);
+        if (nt) {
+            _mm512_stream_ps(x + i, a);
+            _mm512_stream_ps(x + i + 16, b);
+        } else {
+            _mm512_storeu_ps(x + i, a);
+            _mm512_storeu_ps(x + i + 16, b);
+        }
     }
     for (; i < n; i += 16) {
         __mmask16 k = (__mmask16)(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
@@ -215,7 +228,7 @@ void mti_q8_block_avx512(const float *x, size_t n, int8_t *codes, float *absmax)
 #endif
 
 typedef void (*q8_block_fn)(const float *, size_t, int8_t *, float *);
-typedef void (*dq8_block_fn)(const int8_t *, float, size_t, float *);
+typedef void (*dq8_block_fn)(const int8_t *, float, size_t, float *, int);
 
 int mt_q8_quantize(const float *x, size_t n, size_t block, int8_t *codes, float *absmax)
 {
@@ -244,7 +257,11 @@ int mt_q8_dequantize(const int8_t *codes, const float *absmax, size_t n, size_t 
     if (!block)
         return -EINVAL;
     dq8_block_fn f = fns[mti_isa()];
+    /* every block starts 64-byte aligned when x does and block % 16 == 0 */
+    int nt = mti_stream_ok(x, n * sizeof *x) && block % 16 == 0;
     for (size_t b = 0, i = 0; i < n; b++, i += block)
-        f(codes + i, absmax[b], n - i < block ? n - i : block, x + i);
+        f(codes + i, absmax[b], n - i < block ? n - i : block, x + i, nt);
+    if (nt)
+        mti_store_fence();
     return 0;
 }

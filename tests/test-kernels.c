@@ -355,6 +355,52 @@ Test(kernels, kv_variants_on_wide_shapes)
     }
 }
 
+/* Outputs of 4 MiB and more, 64-byte aligned, take the non-temporal
+ * stores of the AVX-512 dequantizers; unaligned ones of that size do not.
+ * Both must give the scalar bits. */
+Test(kernels, dequantize_large_outputs_same_bits_streamed_or_not)
+{
+    enum { T = 2048, C = 1024, N = T * C }; /* 8 MiB of fp32 */
+    float *x = aligned_alloc(64, sizeof *x * N), *ref = aligned_alloc(64, sizeof *ref * (N + 16));
+    float *out = aligned_alloc(64, sizeof *out * (N + 16));
+    uint8_t *codes = malloc(N);
+    uint16_t *meta = malloc(sizeof *meta * 2 * N);
+    float *absmax = malloc(sizeof *absmax * N / 256);
+    int8_t *q = malloc(N);
+    cr_assert(x && ref && out && codes && meta && absmax && q);
+    fill_mixed(x, N);
+    for (int shift = 0; shift < 2; shift++) { /* 0: aligned, 1: one float off */
+        use(MT_ISA_SCALAR);
+        cr_assert_eq(mt_q8_quantize(x, N, 256, q, absmax), 0);
+        cr_assert_eq(mt_q8_dequantize(q, absmax, N, 256, ref + shift), 0);
+        for (int isa = 1; isa < MT_ISA_COUNT; isa++) {
+            if (!mt_isa_supported((enum mt_isa)isa))
+                continue;
+            use((enum mt_isa)isa);
+            memset(out, 0xff, sizeof *out * (N + 16));
+            cr_assert_eq(mt_q8_dequantize(q, absmax, N, 256, out + shift), 0);
+            cr_assert_eq(memcmp(ref + shift, out + shift, sizeof *out * N), 0, "%s q8, shift %d",
+                         mt_isa_name((enum mt_isa)isa), shift);
+        }
+        for (int kind = 0; kind < 2; kind++) {
+            use(MT_ISA_SCALAR);
+            cr_assert_eq(mt_kv_quantize((enum mt_kv_kind)kind, x, T, C, 4, 32, codes, meta), 0);
+            cr_assert_eq(mt_kv_dequantize((enum mt_kv_kind)kind, codes, meta, T, C, 4, 32, ref + shift), 0);
+            for (int isa = 1; isa < MT_ISA_COUNT; isa++) {
+                if (!mt_isa_supported((enum mt_isa)isa))
+                    continue;
+                use((enum mt_isa)isa);
+                memset(out, 0xff, sizeof *out * (N + 16));
+                cr_assert_eq(mt_kv_dequantize((enum mt_kv_kind)kind, codes, meta, T, C, 4, 32, out + shift), 0);
+                cr_assert_eq(memcmp(ref + shift, out + shift, sizeof *out * N), 0, "%s kv kind %d, shift %d",
+                             mt_isa_name((enum mt_isa)isa), kind, shift);
+            }
+        }
+    }
+    use(mt_isa_best());
+    free(x), free(ref), free(out), free(codes), free(meta), free(absmax), free(q);
+}
+
 Test(kernels, kv_edge_cases)
 {
     enum { T = 8, C = 16 };
