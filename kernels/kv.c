@@ -372,7 +372,7 @@ MTI_AVX512 MTI_INLINE void pack16(__m512i q, unsigned bits, uint8_t *out)
  * as the integer clamp does (for 2 and 4 bits a byte min then clamps to
  * the levels), and one dword permutation puts the 64 codes back in order. */
 MTI_AVX512 MTI_INLINE void codes64(const float *x, const __m512 *z, const __m512 *d, unsigned bits,
-                                   uint8_t *out)
+                                   uint8_t *out, int nt)
 {
     __m512i q[4];
     for (int k = 0; k < 4; k++)
@@ -381,16 +381,25 @@ MTI_AVX512 MTI_INLINE void codes64(const float *x, const __m512 *z, const __m512
     /* dword 4i + k holds codes 16k + 4i .. 16k + 4i + 3 */
     b = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), b);
     if (bits == 8) {
-        _mm512_storeu_si512(out, b);
+        if (nt)
+            _mm512_stream_si512((__m512i *)out, b);
+        else
+            _mm512_storeu_si512(out, b);
     } else if (bits == 4) {
         b = _mm512_min_epu8(b, _mm512_set1_epi8(15));
         __m512i w = _mm512_maddubs_epi16(b, _mm512_set1_epi16(0x1001)); /* c0 + 16 c1 */
-        _mm256_storeu_si256((__m256i *)out, _mm512_cvtepi16_epi8(w));
+        if (nt)
+            _mm256_stream_si256((__m256i *)out, _mm512_cvtepi16_epi8(w));
+        else
+            _mm256_storeu_si256((__m256i *)out, _mm512_cvtepi16_epi8(w));
     } else {
         b = _mm512_min_epu8(b, _mm512_set1_epi8(3));
         __m512i w = _mm512_maddubs_epi16(b, _mm512_set1_epi16(0x0401)); /* c0 + 4 c1 */
         __m512i dw = _mm512_madd_epi16(w, _mm512_set1_epi32(0x00100001)); /* w0 + 16 w1 */
-        _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(dw));
+        if (nt)
+            _mm_stream_si128((__m128i *)out, _mm512_cvtepi32_epi8(dw));
+        else
+            _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(dw));
     }
 }
 
@@ -433,6 +442,15 @@ MTI_AVX512 MTI_INLINE __m512 unpack16(const uint8_t *in, unsigned bits, const st
     return _mm512_cvtepi32_ps(q);
 }
 
+/* Whether codes64 may write the codes of T * C values with non-temporal
+ * stores: a large input (as mti_stream_ok), and every 64 values' codes at
+ * an offset aligned to their own size (codes 64-byte aligned, rows a
+ * multiple of 64 bytes). The callers fence once at the end. */
+MTI_INLINE int codes_stream_ok(const uint8_t *codes, size_t values, size_t row_bytes)
+{
+    return mti_stream_ok(codes, values * sizeof(float)) && row_bytes % 64 == 0;
+}
+
 /* Keys, channels % 16 == 0: the group (G rows of C channels) is taken a
  * tile of KEY_TILE channels at a time, so that the tile's G rows stay in
  * L1 between its min/max pass and its codes pass and the min/max
@@ -448,7 +466,7 @@ MTI_AVX512 MTI_INLINE __m512 unpack16(const uint8_t *in, unsigned bits, const st
 MTI_AVX512 MTI_INLINE int keys_tile(const float *x0, const float *next, size_t C, size_t G,
                                     size_t c0, size_t nv, unsigned bits, __m512 levels,
                                     __m512i lvi, uint16_t *mt, float *z, float *d, uint8_t *out,
-                                    size_t row_bytes)
+                                    size_t row_bytes, int nt)
 {
     __m512i kn[KEY_TILE / 16], kx[KEY_TILE / 16];
     for (size_t v = 0; v < nv; v++)
@@ -487,7 +505,7 @@ MTI_AVX512 MTI_INLINE int keys_tile(const float *x0, const float *next, size_t C
                 _mm_prefetch((const char *)(next + t * C + 16 * v), _MM_HINT_T0);
         if (nv % 4 == 0)
             for (size_t v = 0; v < nv; v += 4)
-                codes64(xr + 16 * v, zv + v, dv + v, bits, o + 16 * v * bits / 8);
+                codes64(xr + 16 * v, zv + v, dv + v, bits, o + 16 * v * bits / 8, nt);
         else
             for (size_t v = 0; v < nv; v++)
                 pack16(codes16(_mm512_loadu_ps(xr + 16 * v), zv[v], dv[v], lvi), bits,
@@ -505,6 +523,7 @@ MTI_AVX512 static int kvq_keys_avx512(const float *x, size_t T, size_t C, unsign
     const __m512i lvi = _mm512_set1_epi32((int)lv);
     size_t row_bytes = C * bits / 8, full = C - C % KEY_TILE;
     float *z = ws, *d = ws + C;
+    int nt = codes_stream_ok(codes, T * C, row_bytes);
     for (size_t tg = 0; tg < T / G; tg++) {
         const float *x0 = x + tg * G * C;
         const float *xnext = tg + 1 < T / G ? x0 + G * C : NULL;
@@ -518,11 +537,11 @@ MTI_AVX512 static int kvq_keys_avx512(const float *x, size_t T, size_t C, unsign
                                 : xnext && ahead - C < G * C ? xnext + (ahead - C)
                                                              : NULL;
             r = keys_tile(x0, next, C, G, c0, KEY_TILE / 16, bits, levels, lvi, mt, z, d, out,
-                          row_bytes);
+                          row_bytes, nt);
         }
         for (size_t c0 = full; c0 < C && !r; c0 += 16)
             r = keys_tile(x0, c0 + 16 < C ? x0 + c0 + 16 : xnext, C, G, c0, 1, bits, levels, lvi,
-                          mt, z, d, out, row_bytes);
+                          mt, z, d, out, row_bytes, 0);
         if (r)
             return r;
     }
@@ -540,6 +559,7 @@ MTI_AVX512 static int kvq_values_avx512(const float *x, size_t T, size_t C, unsi
     const __m512i lvi = _mm512_set1_epi32((int)lv);
     size_t row_bytes = C * bits / 8, ng = C / G;
     float *z = ws, *d = ws + C, *mn = ws + 2 * C, *mx = ws + 3 * C;
+    int nt = codes_stream_ok(codes, T * C, row_bytes);
     for (size_t t = 0; t < T; t++) {
         const float *xr = x + t * C;
         __mmask16 bad = 0;
@@ -594,7 +614,7 @@ MTI_AVX512 static int kvq_values_avx512(const float *x, size_t T, size_t C, unsi
             if (ahead)
                 for (int k = 0; k < 4; k++)
                     _mm_prefetch((const char *)(ahead + i + 16 * k), _MM_HINT_T0);
-            codes64(xr + i, zv, dv, bits, out + i * bits / 8);
+            codes64(xr + i, zv, dv, bits, out + i * bits / 8, nt);
         }
         for (; i < C; i += 16) {
             size_t g = i / G;
@@ -703,6 +723,7 @@ int mt_kv_quantize(enum mt_kv_kind kind, const float *x, size_t tokens, size_t c
         return -ENOMEM;
     r = fns[mti_isa()](kind, x, tokens, channels, bits, group, codes, meta, ws,
                        (uint8_t *)(ws + 4 * channels));
+    mti_store_fence(); /* the AVX-512 code may have streamed the codes */
     free(ws);
     return r;
 }

@@ -355,9 +355,9 @@ Test(kernels, kv_variants_on_wide_shapes)
     }
 }
 
-/* Outputs of 4 MiB and more, 64-byte aligned, take the non-temporal
- * stores of the AVX-512 dequantizers; unaligned ones of that size do not.
- * Both must give the scalar bits. */
+/* Outputs of 4 MiB and more (q8 codes: of 4 MiB of input), aligned, take
+ * the non-temporal stores of the AVX-512 q8 quantizer and dequantizers;
+ * unaligned ones of that size do not. Both must give the scalar bits. */
 Test(kernels, dequantize_large_outputs_same_bits_streamed_or_not)
 {
     enum { T = 2048, C = 1024, N = T * C }; /* 8 MiB of fp32 */
@@ -377,6 +377,14 @@ Test(kernels, dequantize_large_outputs_same_bits_streamed_or_not)
             if (!mt_isa_supported((enum mt_isa)isa))
                 continue;
             use((enum mt_isa)isa);
+            /* codes streamed when aligned (shift 0), stored when not */
+            int8_t *q2 = (int8_t *)out + shift;
+            float *absmax2 = malloc(sizeof *absmax2 * N / 256);
+            cr_assert(absmax2);
+            cr_assert_eq(mt_q8_quantize(x, N, 256, q2, absmax2), 0);
+            cr_assert_eq(memcmp(q, q2, N), 0, "%s q8 codes, shift %d", mt_isa_name((enum mt_isa)isa), shift);
+            cr_assert_eq(memcmp(absmax, absmax2, sizeof *absmax2 * N / 256), 0);
+            free(absmax2);
             memset(out, 0xff, sizeof *out * (N + 16));
             cr_assert_eq(mt_q8_dequantize(q, absmax, N, 256, out + shift), 0);
             cr_assert_eq(memcmp(ref + shift, out + shift, sizeof *out * N), 0, "%s q8, shift %d",
@@ -390,6 +398,15 @@ Test(kernels, dequantize_large_outputs_same_bits_streamed_or_not)
                 if (!mt_isa_supported((enum mt_isa)isa))
                     continue;
                 use((enum mt_isa)isa);
+                /* codes streamed when 64-byte aligned (shift 0), stored when not */
+                uint8_t *c2 = (uint8_t *)out + shift;
+                uint16_t *m2 = malloc(sizeof *m2 * 2 * N);
+                cr_assert(m2);
+                cr_assert_eq(mt_kv_quantize((enum mt_kv_kind)kind, x, T, C, 4, 32, c2, m2), 0);
+                cr_assert_eq(memcmp(codes, c2, N / 2), 0, "%s kv codes kind %d, shift %d",
+                             mt_isa_name((enum mt_isa)isa), kind, shift);
+                cr_assert_eq(memcmp(meta, m2, N / 32 * 2 * sizeof *m2), 0);
+                free(m2);
                 memset(out, 0xff, sizeof *out * (N + 16));
                 cr_assert_eq(mt_kv_dequantize((enum mt_kv_kind)kind, codes, meta, T, C, 4, 32, out + shift), 0);
                 cr_assert_eq(memcmp(ref + shift, out + shift, sizeof *out * N), 0, "%s kv kind %d, shift %d",
