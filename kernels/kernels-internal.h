@@ -24,14 +24,16 @@ void mti_q8_block_scalar(const float *x, size_t n, int8_t *codes, float *absmax)
 void mti_q8_block_avx2(const float *x, size_t n, int8_t *codes, float *absmax);
 void mti_q8_block_avx512(const float *x, size_t n, int8_t *codes, float *absmax);
 
-/* Outputs of at least this many bytes, 64-byte aligned, are written with
- * non-temporal stores by the AVX-512 dequantizers (as memcpy does above a
- * similar size): a write stream that will not be read back soon then costs
- * no read for ownership, which on a server core halves what a write-bound
- * kernel moves. Smaller outputs stay in cache for the caller. */
+/* Kernels that move at least this many bytes write their aligned outputs
+ * with non-temporal stores in the AVX-512 code (the dequantizers' floats,
+ * the quantizers' codes; memcpy does the same above a similar size): a
+ * write stream that will not be read back soon then costs no read for
+ * ownership, which on a server core halved what a write-bound kernel
+ * moves. Smaller outputs stay in cache for the caller. */
 #define MTI_STREAM_BYTES (4u << 20)
 
-/* Whether an output of that many bytes at p gets non-temporal stores. */
+/* Whether a kernel moving that many bytes may stream its output at p
+ * (64-byte aligned). */
 static inline int mti_stream_ok(const void *p, size_t bytes)
 {
     return bytes >= MTI_STREAM_BYTES && ((uintptr_t)p & 63) == 0;
