@@ -699,8 +699,6 @@ MTI_AVX512 static void kvd_avx512(enum mt_kv_kind kind, const uint8_t *codes, co
             }
         }
     }
-    if (nt)
-        mti_store_fence();
 }
 #else
 #define kvq_avx2 kvq_scalar
@@ -745,6 +743,7 @@ int mt_kv_dequantize(enum mt_kv_kind kind, const uint8_t *codes, const uint16_t 
         return -ENOMEM;
     fns[mti_isa()](kind, codes, meta, tokens, channels, bits, group, x, ws,
                    (uint8_t *)(ws + 2 * channels));
+    mti_store_fence(); /* the AVX-512 code may have streamed the output */
     free(ws);
     return 0;
 }

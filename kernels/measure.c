@@ -105,6 +105,21 @@ static void errors(const float *x, const float *y, size_t n, struct mt_measure *
         }                                                                                         \
     } while (0)
 
+/* A codec's figures: `before` bytes of fp32 in, `after` bytes stored,
+ * quantize in tq and dequantize in td seconds, memcpy of the input in tm;
+ * GB/s count bytes read plus written. */
+static void codec_figures(struct mt_measure *m, double before, double after, double tq, double td,
+                          double tm, size_t n)
+{
+    m->bytes_before = before;
+    m->bytes_after = after;
+    m->bytes_per_value = after / (double)n;
+    m->seconds = tq;
+    m->gbps = (before + after) / tq / 1e9;
+    m->aux = (before + after) / td / 1e9;
+    m->baseline_gbps = 2.0 * before / tm / 1e9;
+}
+
 int mt_measure_q8(size_t n, size_t block, unsigned reps, struct mt_measure *ret)
 {
     if (!n || !block || !reps)
@@ -123,13 +138,7 @@ int mt_measure_q8(size_t n, size_t block, unsigned reps, struct mt_measure *ret)
     BEST_BESIDE_MEMCPY(reps, tq, tm, y, x, n * sizeof *x, mt_q8_quantize(x, n, block, c, a));
     BEST_BESIDE_MEMCPY(reps, td, tm, y, x, n * sizeof *x, mt_q8_dequantize(c, a, n, block, y));
     errors(x, y, n, &m);
-    m.bytes_before = 4.0 * (double)n;
-    m.bytes_after = (double)n + 4.0 * (double)nb;
-    m.bytes_per_value = m.bytes_after / (double)n;
-    m.seconds = tq;
-    m.gbps = (m.bytes_before + m.bytes_after) / tq / 1e9;
-    m.aux = (m.bytes_before + m.bytes_after) / td / 1e9;
-    m.baseline_gbps = 2.0 * m.bytes_before / tm / 1e9;
+    codec_figures(&m, 4.0 * (double)n, (double)n + 4.0 * (double)nb, tq, td, tm, n);
     *ret = m;
     r = 0;
 out:
@@ -226,13 +235,7 @@ int mt_measure_kv(enum mt_kv_kind kind, size_t tokens, size_t channels, unsigned
     BEST_BESIDE_MEMCPY(reps, td, tm, y, x, n * 4,
                        mt_kv_dequantize(kind, c, meta, tokens, channels, bits, group, y));
     errors(x, y, n, &m);
-    m.bytes_before = 4.0 * (double)n;
-    m.bytes_after = (double)(l.code_bytes + l.meta_bytes);
-    m.bytes_per_value = m.bytes_after / (double)n;
-    m.seconds = tq;
-    m.gbps = (m.bytes_before + m.bytes_after) / tq / 1e9;
-    m.aux = (m.bytes_before + m.bytes_after) / td / 1e9;
-    m.baseline_gbps = 2.0 * m.bytes_before / tm / 1e9;
+    codec_figures(&m, 4.0 * (double)n, (double)(l.code_bytes + l.meta_bytes), tq, td, tm, n);
     *ret = m;
     r = 0;
 out:
