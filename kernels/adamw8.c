@@ -120,6 +120,50 @@ typedef void (*block_fn)(const struct mt_adamw_consts *, float *, const float *,
                          const int8_t *, float, size_t, float *, float *);
 typedef void (*q8_block_fn)(const float *, size_t, int8_t *, float *);
 
+struct adamw8_job {
+    float *param;
+    const float *grad;
+    int8_t *m, *v;
+    float *m_absmax, *v_absmax;
+    size_t n, block;
+    struct mt_adamw_consts k;
+    block_fn f;
+    q8_block_fn q;
+};
+
+/* Blocks [b0, b1) of a step, with their own scratch. */
+static int adamw8_part(void *ctx, size_t b0, size_t b1)
+{
+    const struct adamw8_job *j = ctx;
+    size_t n = j->n < b1 * j->block ? j->n : b1 * j->block, block = j->block;
+    size_t scratch_n = block < j->n ? block : j->n;
+    float *scratch = malloc(2 * (scratch_n ? scratch_n : 1) * sizeof *scratch);
+    if (!scratch)
+        return -ENOMEM;
+    float *param = j->param, *mt = scratch, *vt = scratch + scratch_n;
+    const float *grad = j->grad;
+    int8_t *m = j->m, *v = j->v;
+    for (size_t b = b0, i = b0 * block; i < n; b++, i += block) {
+        size_t len = n - i < block ? n - i : block;
+        /* The step is compute-bound per block: fetch the next block's
+         * parameters, gradients and codes meanwhile (a cache line each). */
+        if (n - i > 2 * block)
+            for (size_t k = i + block; k < i + 2 * block; k += 16) {
+                __builtin_prefetch(param + k, 1);
+                __builtin_prefetch(grad + k, 0);
+                if ((k - i) % 64 == 0) {
+                    __builtin_prefetch(m + k, 1);
+                    __builtin_prefetch(v + k, 1);
+                }
+            }
+        j->f(&j->k, param + i, grad + i, m + i, j->m_absmax[b], v + i, j->v_absmax[b], len, mt, vt);
+        j->q(mt, len, m + i, &j->m_absmax[b]);
+        j->q(vt, len, v + i, &j->v_absmax[b]);
+    }
+    free(scratch);
+    return 0;
+}
+
 int mt_adamw8_step(float *param, const float *grad, int8_t *m, float *m_absmax, int8_t *v,
                    float *v_absmax, size_t n, size_t block, const struct mt_adamw_params *hp,
                    long step)
@@ -129,32 +173,9 @@ int mt_adamw8_step(float *param, const float *grad, int8_t *m, float *m_absmax, 
         mti_q8_block_scalar, mti_q8_block_avx2, mti_q8_block_avx512};
     if (!block || step < 1)
         return -EINVAL;
-    size_t scratch_n = block < n ? block : n;
-    float *scratch = malloc(2 * (scratch_n ? scratch_n : 1) * sizeof *scratch);
-    if (!scratch)
-        return -ENOMEM;
-    struct mt_adamw_consts k = mt_adamw_consts_of(hp, step);
     enum mt_isa isa = mti_isa();
-    block_fn f = fns[isa];
-    q8_block_fn q = qfns[isa];
-    float *mt = scratch, *vt = scratch + scratch_n;
-    for (size_t b = 0, i = 0; i < n; b++, i += block) {
-        size_t len = n - i < block ? n - i : block;
-        /* The step is compute-bound per block: fetch the next block's
-         * parameters, gradients and codes meanwhile (a cache line each). */
-        if (n - i > 2 * block)
-            for (size_t j = i + block; j < i + 2 * block; j += 16) {
-                __builtin_prefetch(param + j, 1);
-                __builtin_prefetch(grad + j, 0);
-                if ((j - i) % 64 == 0) {
-                    __builtin_prefetch(m + j, 1);
-                    __builtin_prefetch(v + j, 1);
-                }
-            }
-        f(&k, param + i, grad + i, m + i, m_absmax[b], v + i, v_absmax[b], len, mt, vt);
-        q(mt, len, m + i, &m_absmax[b]);
-        q(vt, len, v + i, &v_absmax[b]);
-    }
-    free(scratch);
-    return 0;
+    struct adamw8_job j = {param, grad, m, v, m_absmax, v_absmax, n, block,
+                           mt_adamw_consts_of(hp, step), fns[isa], qfns[isa]};
+    /* a block moves 4 + 4 bytes in and out per value, plus its codes */
+    return mti_parallel(mt_q8_blocks(n, block), block * 10, adamw8_part, &j);
 }

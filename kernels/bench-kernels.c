@@ -2,9 +2,11 @@
  * buffers in the same run (mt_measure_*), for scripts/bench-kernels.sh.
  *
  * Usage: bench-kernels [--mib N] [--reps R] [--isa scalar|avx2|avx512]
- *                      [--dir DIR]
+ *                      [--threads T] [--dir DIR]
  * N MiB of fp32 input per kernel (default 64), best of R runs (default 5),
- * DIR for the offload file (default the current directory).
+ * T threads for the kernels and for the memcpy they are held to (default
+ * every CPU this process may use), DIR for the offload file (default the
+ * current directory).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -24,11 +26,21 @@ int main(int argc, char **argv)
     size_t mib = 64;
     unsigned reps = 5;
     const char *dir = ".";
+    int threads_given = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mib") && i + 1 < argc) {
             mib = strtoul(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
             reps = (unsigned)strtoul(argv[++i], NULL, 10);
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            char *end;
+            unsigned long t = strtoul(argv[++i], &end, 10);
+            if (*end || end == argv[i] || t > MT_THREADS_MAX || mt_threads_use((unsigned)t)) {
+                fprintf(stderr, "bench-kernels: --threads takes 1 to %d, not '%s'\n",
+                        MT_THREADS_MAX, argv[i]);
+                return 2;
+            }
+            threads_given = 1;
         } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
             dir = argv[++i];
         } else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
@@ -42,14 +54,18 @@ int main(int argc, char **argv)
                 return 2;
             }
         } else {
-            fprintf(stderr, "usage: bench-kernels [--mib N] [--reps R] [--isa NAME] [--dir DIR]\n");
+            fprintf(stderr, "usage: bench-kernels [--mib N] [--reps R] [--isa NAME] [--threads T] "
+                            "[--dir DIR]\n");
             return 2;
         }
     }
+    if (!threads_given)
+        mt_threads_use(mt_threads_available());
     size_t n = mib << 18; /* floats */
     size_t bytes = mib << 20;
-    printf("isa %s, %zu MiB of fp32 per kernel, best of %u\n", mt_isa_name(mt_isa_current()), mib,
-           reps);
+    printf("isa %s, %u thread%s (kernels and memcpy alike), %zu MiB of fp32 per kernel, best of %u\n",
+           mt_isa_name(mt_isa_current()), mt_threads_current(),
+           mt_threads_current() == 1 ? "" : "s", mib, reps);
     printf("%-34s %-10s %8s %8s %7s\n", "kernel", "", "GB/s", "memcpy", "ratio");
     struct mt_measure m;
     int r;
@@ -96,8 +112,10 @@ int main(int argc, char **argv)
     {
         if ((r = mt_measure_offload_pinned(bytes, 4 << 20, reps, &m)))
             goto fail;
-        row("offload to pinned (2 threads)", "copy", m.gbps, m.baseline_gbps,
-            m.aux ? "mlock'd" : "not mlock'd (RLIMIT_MEMLOCK)");
+        char name[64];
+        unsigned t = mt_threads_current();
+        snprintf(name, sizeof name, "offload to pinned (%u threads)", t < 2 ? 2 : t);
+        row(name, "copy", m.gbps, m.baseline_gbps, m.aux ? "mlock'd" : "not mlock'd (RLIMIT_MEMLOCK)");
     }
     {
         if ((r = mt_measure_offload_file(dir, bytes, 8 << 20, &m)))

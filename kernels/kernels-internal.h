@@ -48,6 +48,20 @@ static inline void mti_store_fence(void)
 #endif
 }
 
+/* One part of a kernel's work: units [begin, end). 0 or -errno. */
+typedef int (*mti_part_fn)(void *ctx, size_t begin, size_t end);
+
+/* A part moves at least this many bytes (parallel.c). */
+#define MTI_PART_BYTES (1u << 20)
+
+/* fn over [0, units) cut into up to mt_threads_current() contiguous parts
+ * of at least MTI_PART_BYTES (unit_bytes each unit), in parallel: 0, or
+ * the first failing part's error. */
+int mti_parallel(size_t units, size_t unit_bytes, mti_part_fn fn, void *ctx);
+
+/* memcpy on as many threads as the kernels use: their baseline. */
+void mti_memcpy(void *dst, const void *src, size_t bytes);
+
 /* Monotonic seconds. */
 double mti_now(void);
 

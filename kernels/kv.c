@@ -249,14 +249,16 @@ MTI_INLINE void kvd_body(enum mt_kv_kind kind, const uint8_t *codes, const uint1
 #define KV_VARIANTS(attr, suffix)                                                                \
     attr static int kvq_##suffix(enum mt_kv_kind kind, const float *x, size_t T, size_t C,        \
                                  unsigned bits, size_t G, uint8_t *codes, uint16_t *meta,         \
-                                 float *ws, uint8_t *rc)                                          \
+                                 float *ws, uint8_t *rc, int big)                                 \
     {                                                                                             \
+        (void)big;                                                                                \
         return kvq_body(kind, x, T, C, bits, G, codes, meta, ws, rc);                             \
     }                                                                                             \
     attr static void kvd_##suffix(enum mt_kv_kind kind, const uint8_t *codes,                     \
                                   const uint16_t *meta, size_t T, size_t C, unsigned bits,        \
-                                  size_t G, float *x, float *ws, uint8_t *rc)                     \
+                                  size_t G, float *x, float *ws, uint8_t *rc, int big)            \
     {                                                                                             \
+        (void)big;                                                                                \
         kvd_body(kind, codes, meta, T, C, bits, G, x, ws, rc);                                    \
     }
 
@@ -442,13 +444,14 @@ MTI_AVX512 MTI_INLINE __m512 unpack16(const uint8_t *in, unsigned bits, const st
     return _mm512_cvtepi32_ps(q);
 }
 
-/* Whether codes64 may write the codes of T * C values with non-temporal
- * stores: a large input (as mti_stream_ok), and every 64 values' codes at
- * an offset aligned to their own size (codes 64-byte aligned, rows a
- * multiple of 64 bytes). The callers fence once at the end. */
-MTI_INLINE int codes_stream_ok(const uint8_t *codes, size_t values, size_t row_bytes)
+/* Whether codes64 may write codes with non-temporal stores: a large call
+ * (big: the whole call, of which this may be one part, moves at least
+ * MTI_STREAM_BYTES), and every 64 values' codes at an offset aligned to
+ * their own size (codes 64-byte aligned, rows a multiple of 64 bytes). The
+ * callers fence once at the end. */
+MTI_INLINE int codes_stream_ok(const uint8_t *codes, int big, size_t row_bytes)
 {
-    return mti_stream_ok(codes, values * sizeof(float)) && row_bytes % 64 == 0;
+    return big && ((uintptr_t)codes & 63) == 0 && row_bytes % 64 == 0;
 }
 
 /* Keys, channels % 16 == 0: the group (G rows of C channels) is taken a
@@ -516,7 +519,7 @@ MTI_AVX512 MTI_INLINE int keys_tile(const float *x0, const float *next, size_t C
 
 /* Keys, channels % 16 == 0. Scratch as kvq_body's. */
 MTI_AVX512 static int kvq_keys_avx512(const float *x, size_t T, size_t C, unsigned bits, size_t G,
-                                      uint8_t *codes, uint16_t *meta, float *ws)
+                                      uint8_t *codes, uint16_t *meta, float *ws, int big)
 {
     const unsigned lv = (1u << bits) - 1u;
     const __m512 levels = _mm512_set1_ps((float)lv);
@@ -527,7 +530,7 @@ MTI_AVX512 static int kvq_keys_avx512(const float *x, size_t T, size_t C, unsign
      * only when those are whole lines (not at 2 bits: 32-byte pieces of 32
      * rows overflow the write-combining buffers, measured 44% -> 25% of
      * memcpy on a Xeon) */
-    int nt = codes_stream_ok(codes, T * C, row_bytes) && KEY_TILE * bits / 8 % 64 == 0;
+    int nt = codes_stream_ok(codes, big, row_bytes) && KEY_TILE * bits / 8 % 64 == 0;
     for (size_t tg = 0; tg < T / G; tg++) {
         const float *x0 = x + tg * G * C;
         const float *xnext = tg + 1 < T / G ? x0 + G * C : NULL;
@@ -556,14 +559,15 @@ MTI_AVX512 static int kvq_keys_avx512(const float *x, size_t T, size_t C, unsign
 
 /* Values, group % 16 == 0. Scratch: z, d, mn, mx (one per group). */
 MTI_AVX512 static int kvq_values_avx512(const float *x, size_t T, size_t C, unsigned bits,
-                                        size_t G, uint8_t *codes, uint16_t *meta, float *ws)
+                                        size_t G, uint8_t *codes, uint16_t *meta, float *ws,
+                                        int big)
 {
     const unsigned lv = (1u << bits) - 1u;
     const __m512 levels = _mm512_set1_ps((float)lv);
     const __m512i lvi = _mm512_set1_epi32((int)lv);
     size_t row_bytes = C * bits / 8, ng = C / G;
     float *z = ws, *d = ws + C, *mn = ws + 2 * C, *mx = ws + 3 * C;
-    int nt = codes_stream_ok(codes, T * C, row_bytes);
+    int nt = codes_stream_ok(codes, big, row_bytes);
     for (size_t t = 0; t < T; t++) {
         const float *xr = x + t * C;
         __mmask16 bad = 0;
@@ -633,13 +637,13 @@ MTI_AVX512 static int kvq_values_avx512(const float *x, size_t T, size_t C, unsi
 
 MTI_AVX512 static int kvq_avx512(enum mt_kv_kind kind, const float *x, size_t T, size_t C,
                                  unsigned bits, size_t G, uint8_t *codes, uint16_t *meta,
-                                 float *ws, uint8_t *rc)
+                                 float *ws, uint8_t *rc, int big)
 {
     if (kind == MT_KV_KEYS && C % 16 == 0)
-        return kvq_keys_avx512(x, T, C, bits, G, codes, meta, ws);
+        return kvq_keys_avx512(x, T, C, bits, G, codes, meta, ws, big);
     if (kind == MT_KV_VALUES && G % 16 == 0)
-        return kvq_values_avx512(x, T, C, bits, G, codes, meta, ws);
-    return kvq_avx512g(kind, x, T, C, bits, G, codes, meta, ws, rc);
+        return kvq_values_avx512(x, T, C, bits, G, codes, meta, ws, big);
+    return kvq_avx512g(kind, x, T, C, bits, G, codes, meta, ws, rc, big);
 }
 
 /* (zero, scale) pairs of n <= 16 groups to floats. */
@@ -662,18 +666,18 @@ MTI_AVX512 MTI_INLINE void store16(float *p, __m512 v, int nt)
 
 MTI_AVX512 static void kvd_avx512(enum mt_kv_kind kind, const uint8_t *codes, const uint16_t *meta,
                                   size_t T, size_t C, unsigned bits, size_t G, float *x, float *ws,
-                                  uint8_t *rc)
+                                  uint8_t *rc, int big)
 {
     int keys = kind == MT_KV_KEYS;
     if (keys ? C % 16 : G % 16) {
-        kvd_avx512g(kind, codes, meta, T, C, bits, G, x, ws, rc);
+        kvd_avx512g(kind, codes, meta, T, C, bits, G, x, ws, rc, big);
         return;
     }
     struct unpacker u = unpacker_of(bits);
     size_t row_bytes = C * bits / 8, ng = C / G;
     float *z = ws, *s = ws + C;
     /* rows start 64-byte aligned when x does (C % 16 == 0 on this path) */
-    int nt = mti_stream_ok(x, T * C * sizeof *x);
+    int nt = big && ((uintptr_t)x & 63) == 0;
     for (size_t t = 0; t < T; t++) {
         const uint8_t *in = codes + t * row_bytes;
         float *xr = x + t * C;
@@ -708,9 +712,59 @@ MTI_AVX512 static void kvd_avx512(enum mt_kv_kind kind, const uint8_t *codes, co
 #endif
 
 typedef int (*kvq_fn)(enum mt_kv_kind, const float *, size_t, size_t, unsigned, size_t, uint8_t *,
-                      uint16_t *, float *, uint8_t *);
+                      uint16_t *, float *, uint8_t *, int);
 typedef void (*kvd_fn)(enum mt_kv_kind, const uint8_t *, const uint16_t *, size_t, size_t,
-                       unsigned, size_t, float *, float *, uint8_t *);
+                       unsigned, size_t, float *, float *, uint8_t *, int);
+
+/* A whole call; its parts are runs of units: keys' token groups, values'
+ * tokens (rows_per rows each). */
+struct kv_job {
+    enum mt_kv_kind kind;
+    const float *xin;
+    float *xout;
+    const uint8_t *cin;
+    uint8_t *cout;
+    const uint16_t *min;
+    uint16_t *mout;
+    size_t C, G, rows_per;
+    unsigned bits;
+    int big;
+    kvq_fn q;
+    kvd_fn d;
+};
+
+/* Units [u0, u1) of a quantize (or of a dequantize when j->d), with their
+ * own scratch: z, s, mn, mx (C floats each) and one row of codes. A row
+ * holds C / G groups' metadata either way (keys: C per G rows). */
+static int kv_part(void *ctx, size_t u0, size_t u1)
+{
+    const struct kv_job *j = ctx;
+    size_t C = j->C, r0 = u0 * j->rows_per, T = (u1 - u0) * j->rows_per;
+    size_t row_bytes = C * j->bits / 8, meta0 = 2 * r0 * C / j->G;
+    float *ws = malloc(4 * C * sizeof *ws + C);
+    if (!ws)
+        return -ENOMEM;
+    uint8_t *rc = (uint8_t *)(ws + 4 * C);
+    int r = 0;
+    if (j->d)
+        j->d(j->kind, j->cin + r0 * row_bytes, j->min + meta0, T, C, j->bits, j->G,
+             j->xout + r0 * C, ws, rc, j->big);
+    else
+        r = j->q(j->kind, j->xin + r0 * C, T, C, j->bits, j->G, j->cout + r0 * row_bytes,
+                 j->mout + meta0, ws, rc, j->big);
+    mti_store_fence(); /* the AVX-512 code may have streamed its output */
+    free(ws);
+    return r;
+}
+
+/* Runs a checked call's parts; big: the call moves MTI_STREAM_BYTES or
+ * more (its input or output floats). */
+static int kv_run(struct kv_job *j, size_t tokens)
+{
+    j->rows_per = j->kind == MT_KV_KEYS ? j->G : 1;
+    j->big = tokens * j->C * sizeof(float) >= MTI_STREAM_BYTES;
+    return mti_parallel(tokens / j->rows_per, j->rows_per * j->C * sizeof(float), kv_part, j);
+}
 
 int mt_kv_quantize(enum mt_kv_kind kind, const float *x, size_t tokens, size_t channels,
                    unsigned bits, size_t group, uint8_t *codes, uint16_t *meta)
@@ -720,14 +774,9 @@ int mt_kv_quantize(enum mt_kv_kind kind, const float *x, size_t tokens, size_t c
     int r = mt_kv_layout(kind, tokens, channels, bits, group, &l);
     if (r < 0)
         return r;
-    float *ws = malloc(4 * channels * sizeof *ws + channels);
-    if (!ws)
-        return -ENOMEM;
-    r = fns[mti_isa()](kind, x, tokens, channels, bits, group, codes, meta, ws,
-                       (uint8_t *)(ws + 4 * channels));
-    mti_store_fence(); /* the AVX-512 code may have streamed the codes */
-    free(ws);
-    return r;
+    struct kv_job j = {.kind = kind, .xin = x, .cout = codes, .mout = meta, .C = channels,
+                       .G = group, .bits = bits, .q = fns[mti_isa()]};
+    return kv_run(&j, tokens);
 }
 
 int mt_kv_dequantize(enum mt_kv_kind kind, const uint8_t *codes, const uint16_t *meta,
@@ -738,12 +787,7 @@ int mt_kv_dequantize(enum mt_kv_kind kind, const uint8_t *codes, const uint16_t 
     int r = mt_kv_layout(kind, tokens, channels, bits, group, &l);
     if (r < 0)
         return r;
-    float *ws = malloc(2 * channels * sizeof *ws + channels);
-    if (!ws)
-        return -ENOMEM;
-    fns[mti_isa()](kind, codes, meta, tokens, channels, bits, group, x, ws,
-                   (uint8_t *)(ws + 2 * channels));
-    mti_store_fence(); /* the AVX-512 code may have streamed the output */
-    free(ws);
-    return 0;
+    struct kv_job j = {.kind = kind, .xout = x, .cin = codes, .min = meta, .C = channels,
+                       .G = group, .bits = bits, .d = fns[mti_isa()]};
+    return kv_run(&j, tokens);
 }

@@ -8,7 +8,8 @@
  * faults the pages in; the memcpy baseline is timed in the same call on the
  * kernel's own input buffer, best of as many runs (for q8, AdamW and KV
  * each memcpy run right before a kernel run, so both see the same moments
- * of a shared machine).
+ * of a shared machine). The baseline memcpy runs on as many threads as the
+ * kernels (mti_memcpy), so kernel and limit use the same cores.
  */
 #include <errno.h>
 #include <math.h>
@@ -46,14 +47,14 @@ static void fill_normal(float *x, size_t n, uint64_t seed, float sigma)
     }
 }
 
-/* Best time of memcpy(dst, src, bytes) over reps runs. */
+/* Best time of mti_memcpy(dst, src, bytes) over reps runs. */
 static double time_memcpy(void *dst, const void *src, size_t bytes, unsigned reps)
 {
     double best = INFINITY;
-    memcpy(dst, src, bytes);
+    mti_memcpy(dst, src, bytes);
     for (unsigned r = 0; r < reps; r++) {
         double t0 = mti_now();
-        memcpy(dst, src, bytes);
+        mti_memcpy(dst, src, bytes);
         double t = mti_now() - t0;
         best = t < best ? t : best;
     }
@@ -75,7 +76,7 @@ static void errors(const float *x, const float *y, size_t n, struct mt_measure *
     m->rel_err = x2 > 0 ? sqrt(d2 / x2) : 0;
 }
 
-/* BEST, each run of stmt right after a timed memcpy(dst, src, bytes) whose
+/* BEST, each run of stmt right after a timed mti_memcpy(dst, src, bytes) whose
  * best time goes to mc (not reset: several kernels of one call share it).
  * Alternating the two puts kernel and limit in the same moments of a
  * machine whose other load comes and goes. */
@@ -84,7 +85,7 @@ static void errors(const float *x, const float *y, size_t n, struct mt_measure *
         (best) = INFINITY;                                                                        \
         for (unsigned r_ = 0; r_ < (reps); r_++) {                                                \
             double m0_ = mti_now();                                                               \
-            memcpy((dst), (src), (bytes));                                                        \
+            mti_memcpy((dst), (src), (bytes));                                                    \
             double m_ = mti_now() - m0_;                                                          \
             (mc) = m_ < (mc) ? m_ : (mc);                                                         \
             double t0_ = mti_now();                                                               \
@@ -170,7 +171,7 @@ int mt_measure_adamw8(size_t n, size_t block, unsigned reps, struct mt_measure *
     double best = INFINITY, tm = INFINITY;
     for (unsigned s = 1; s <= reps + 1; s++) {
         double m0 = mti_now();
-        memcpy(tmp, p, n * 4); /* the limit, timed beside each step */
+        mti_memcpy(tmp, p, n * 4); /* the limit, timed beside each step */
         double mt = mti_now() - m0;
         if (s > 1)
             tm = mt < tm ? mt : tm;

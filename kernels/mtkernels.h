@@ -13,8 +13,14 @@
  *
  * Errors are values: functions return 0 or -errno and write their ret_ /
  * output arguments only on success (output arrays may be partly written on
- * failure). Thread-safety: kernels are reentrant; mt_isa_use() changes a
- * process-wide setting and must not race with running kernels.
+ * failure). Thread-safety: kernels are reentrant; mt_isa_use() and
+ * mt_threads_use() change process-wide settings and must not race with
+ * running kernels.
+ *
+ * Threads: q8, AdamW and KV quantize/dequantize split large calls (at
+ * least 1 MiB per part) over mt_threads_current() threads, 1 unless
+ * mt_threads_use() says otherwise; the output is the same bits whatever
+ * the count.
  */
 #ifndef MTKERNELS_H
 #define MTKERNELS_H
@@ -40,6 +46,15 @@ int mt_isa_use(enum mt_isa isa);
 enum mt_isa mt_isa_current(void);
 /* "scalar", "avx2", "avx512". */
 const char *mt_isa_name(enum mt_isa isa);
+
+/* ---- threads --------------------------------------------------------- */
+
+#define MT_THREADS_MAX 256
+/* CPUs this process may run on (its affinity mask), at least 1. */
+unsigned mt_threads_available(void);
+/* Use n threads (1 to MT_THREADS_MAX) from now on: 0, or -EINVAL. */
+int mt_threads_use(unsigned n);
+unsigned mt_threads_current(void);
 
 /* ---- block-wise int8 absmax quantization ------------------------------ */
 /* Block b covers x[b*block, min((b+1)*block, n)); absmax[b] = max |x| over
@@ -157,9 +172,10 @@ struct mt_pinned {
 int mt_pinned_alloc(size_t bytes, struct mt_pinned *ret);
 void mt_pinned_free(struct mt_pinned *p);   /* NULL or empty is fine */
 
-/* memcpy in chunks of `chunk` bytes shared between the caller and one
- * helper thread (each takes every other chunk). -EINVAL, -errno of
- * pthread_create. */
+/* memcpy in chunks of `chunk` bytes shared among max(2,
+ * mt_threads_current()) threads, the caller and helpers (each takes every
+ * k-th chunk; the caller does those of a helper it cannot start).
+ * -EINVAL when chunk is 0. */
 int mt_offload_copy(void *dst, const void *src, size_t bytes, size_t chunk);
 /* Write `bytes` from src to a new file at path (truncated) / read them
  * back, through two staging buffers: the caller fills one while a helper

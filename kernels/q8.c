@@ -247,34 +247,66 @@ void mti_q8_block_avx512(const float *x, size_t n, int8_t *codes, float *absmax)
 typedef void (*q8_block_fn)(const float *, size_t, int8_t *, float *);
 typedef void (*dq8_block_fn)(const int8_t *, float, size_t, float *, int);
 
+struct q8_job {
+    const float *x;
+    int8_t *codes;
+    float *absmax, *out;
+    const int8_t *in;
+    const float *scales;
+    size_t n, block;
+    q8_block_fn quant;
+    dq8_block_fn dequant;
+    int nt;
+};
+
+/* Blocks [b0, b1) of a quantize. */
+static int q8_part(void *ctx, size_t b0, size_t b1)
+{
+    const struct q8_job *j = ctx;
+    const float *x = j->x;
+    size_t n = j->n < b1 * j->block ? j->n : b1 * j->block, block = j->block;
+    size_t ahead = block < 1024 ? (1024 / block + 1) * block : block;
+    for (size_t b = b0, i = b0 * block; i < n; b++, i += block) {
+        /* A block is two passes, the second from L1: fetch the input at
+         * least 4 KiB ahead meanwhile so that the first pass does not wait
+         * (one block ahead is too short a distance for small blocks). */
+        if (n - i > ahead + block)
+            for (size_t k = i + ahead; k < i + ahead + block; k += 16)
+                __builtin_prefetch(x + k, 0);
+        j->quant(x + i, n - i < block ? n - i : block, j->codes + i, j->absmax + b);
+    }
+    if (j->nt)
+        mti_store_fence();
+    return 0;
+}
+
 int mt_q8_quantize(const float *x, size_t n, size_t block, int8_t *codes, float *absmax)
 {
     static const q8_block_fn fns[MT_ISA_COUNT] = {
         mti_q8_block_scalar, mti_q8_block_avx2, mti_q8_block_avx512};
     if (!block)
         return -EINVAL;
-    q8_block_fn f = fns[mti_isa()];
+    struct q8_job j = {.x = x, .codes = codes, .absmax = absmax, .n = n, .block = block,
+                       .quant = fns[mti_isa()]};
 #ifdef MTI_X86
     /* every block's codes start 16-byte aligned when codes does and
      * block % 16 == 0 */
-    int nt = mti_isa() == MT_ISA_AVX512 && block % 16 == 0 && ((uintptr_t)codes & 15) == 0 &&
-             n * sizeof *x >= MTI_STREAM_BYTES;
-    if (nt)
-        f = q8_block_avx512_nt;
-#else
-    int nt = 0;
+    j.nt = mti_isa() == MT_ISA_AVX512 && block % 16 == 0 && ((uintptr_t)codes & 15) == 0 &&
+           n * sizeof *x >= MTI_STREAM_BYTES;
+    if (j.nt)
+        j.quant = q8_block_avx512_nt;
 #endif
-    size_t ahead = block < 1024 ? (1024 / block + 1) * block : block;
-    for (size_t b = 0, i = 0; i < n; b++, i += block) {
-        /* A block is two passes, the second from L1: fetch the input at
-         * least 4 KiB ahead meanwhile so that the first pass does not wait
-         * (one block ahead is too short a distance for small blocks). */
-        if (n - i > ahead + block)
-            for (size_t j = i + ahead; j < i + ahead + block; j += 16)
-                __builtin_prefetch(x + j, 0);
-        f(x + i, n - i < block ? n - i : block, codes + i, absmax + b);
-    }
-    if (nt)
+    return mti_parallel(mt_q8_blocks(n, block), block * sizeof *x, q8_part, &j);
+}
+
+/* Blocks [b0, b1) of a dequantize. */
+static int dq8_part(void *ctx, size_t b0, size_t b1)
+{
+    const struct q8_job *j = ctx;
+    size_t n = j->n < b1 * j->block ? j->n : b1 * j->block, block = j->block;
+    for (size_t b = b0, i = b0 * block; i < n; b++, i += block)
+        j->dequant(j->in + i, j->scales[b], n - i < block ? n - i : block, j->out + i, j->nt);
+    if (j->nt)
         mti_store_fence();
     return 0;
 }
@@ -285,12 +317,9 @@ int mt_q8_dequantize(const int8_t *codes, const float *absmax, size_t n, size_t 
         dequant_block_scalar, dequant_block_avx2, dequant_block_avx512};
     if (!block)
         return -EINVAL;
-    dq8_block_fn f = fns[mti_isa()];
     /* every block starts 64-byte aligned when x does and block % 16 == 0 */
-    int nt = mti_stream_ok(x, n * sizeof *x) && block % 16 == 0;
-    for (size_t b = 0, i = 0; i < n; b++, i += block)
-        f(codes + i, absmax[b], n - i < block ? n - i : block, x + i, nt);
-    if (nt)
-        mti_store_fence();
-    return 0;
+    struct q8_job j = {.in = codes, .scales = absmax, .out = x, .n = n, .block = block,
+                       .dequant = fns[mti_isa()],
+                       .nt = mti_stream_ok(x, n * sizeof *x) && block % 16 == 0};
+    return mti_parallel(mt_q8_blocks(n, block), block * sizeof *x, dq8_part, &j);
 }

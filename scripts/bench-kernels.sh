@@ -4,10 +4,12 @@
 # (target: at least 70%).
 #
 # Usage: scripts/bench-kernels.sh [--mib N] [--reps R] [--isa scalar|avx2|avx512]
-#                                 [--dir DIR]
+#                                 [--threads T] [--dir DIR]
 # N MiB of fp32 per kernel (default 64), best of R runs (default 5), the
-# best ISA this CPU runs unless --isa, the offload file in DIR (default a
-# temporary directory under the build directory).
+# best ISA this CPU runs unless --isa, T threads for the kernels and for
+# the memcpy they are held to (default: every CPU this process may use;
+# --threads 1 gives one core's figures), the offload file in DIR (default
+# a temporary directory under the build directory).
 #
 # GB/s counts bytes read plus bytes written; memcpy of B bytes counts 2B.
 # The file offload row counts payload bytes once, against memcpy counted

@@ -16,6 +16,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
+#include "kernels-internal.h"
 #include "kv-group.h"
 #include "mtkernels.h"
 
@@ -54,6 +57,7 @@ static void use(enum mt_isa isa)
 static void fini(void)
 {
     mt_isa_use(mt_isa_best());
+    mt_threads_use(1);
 }
 
 TestSuite(kernels, .fini = fini);
@@ -619,6 +623,167 @@ Test(kernels, kv_division_free_code_matches_the_division)
 }
 
 /* ---- latent ------------------------------------------------------------ */
+
+/* What mti_parallel handed each part: its range and its thread. */
+struct seen {
+    pthread_mutex_t mu;
+    size_t n, begin[16], end[16];
+    pthread_t who[16];
+};
+
+static int record_part(void *ctx, size_t begin, size_t end)
+{
+    struct seen *s = ctx;
+    pthread_mutex_lock(&s->mu);
+    if (s->n < 16) {
+        s->begin[s->n] = begin;
+        s->end[s->n] = end;
+        s->who[s->n] = pthread_self();
+    }
+    s->n++;
+    pthread_mutex_unlock(&s->mu);
+    return begin == 0 ? 0 : -(int)begin; /* later parts fail with their start */
+}
+
+Test(kernels, parallel_cuts_contiguous_parts_on_their_own_threads)
+{
+    cr_assert_geq(mt_threads_available(), 1u);
+    cr_assert_eq(mt_threads_use(0), -EINVAL);
+    cr_assert_eq(mt_threads_use(MT_THREADS_MAX + 1), -EINVAL);
+    cr_assert_eq(mt_threads_current(), 1u);
+    /* units of 64 KiB: 100 of them make at most 6 parts of 1 MiB */
+    static const struct { unsigned threads; size_t units, unit_bytes, parts; } cases[] = {
+        {1, 100, 65536, 1}, {4, 100, 65536, 4}, {8, 100, 65536, 6}, {8, 15, 65536, 0},
+        {3, 7, 4u << 20, 3}, {16, 2, 4u << 20, 2},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        struct seen s = {.mu = PTHREAD_MUTEX_INITIALIZER};
+        cr_assert_eq(mt_threads_use(cases[c].threads), 0);
+        size_t want = cases[c].parts ? cases[c].parts : 1;
+        int r = mti_parallel(cases[c].units, cases[c].unit_bytes, record_part, &s);
+        cr_assert_eq(s.n, want, "case %zu: %zu parts", c, s.n);
+        /* sorted by start, the parts tile [0, units) */
+        for (size_t i = 0; i < s.n; i++)
+            for (size_t k = i + 1; k < s.n; k++)
+                if (s.begin[k] < s.begin[i]) {
+                    size_t b = s.begin[i], e = s.end[i];
+                    pthread_t w = s.who[i];
+                    s.begin[i] = s.begin[k], s.end[i] = s.end[k], s.who[i] = s.who[k];
+                    s.begin[k] = b, s.end[k] = e, s.who[k] = w;
+                }
+        size_t at = 0;
+        for (size_t i = 0; i < s.n; i++) {
+            cr_assert_eq(s.begin[i], at, "case %zu part %zu", c, i);
+            cr_assert_gt(s.end[i], s.begin[i]);
+            at = s.end[i];
+            /* the first part on the caller, each other on a thread of its own */
+            cr_assert_eq(pthread_equal(s.who[i], pthread_self()) != 0, i == 0);
+            for (size_t k = 0; k < i; k++)
+                cr_assert(!pthread_equal(s.who[i], s.who[k]));
+        }
+        cr_assert_eq(at, cases[c].units);
+        /* the error of the first failing part in unit order */
+        cr_assert_eq(r, s.n > 1 ? -(int)s.begin[1] : 0, "case %zu", c);
+    }
+    mt_threads_use(1);
+}
+
+/* Every kernel that splits its work gives the same bits, and the same
+ * error, on any number of threads. */
+Test(kernels, threads_change_no_bit_and_no_error)
+{
+    enum { T = 2048, C = 1024, N = T * C, NQ = N - 37 }; /* 8 MiB of fp32; q8 with a short last block */
+    float *x = aligned_alloc(64, sizeof *x * N), *y = aligned_alloc(64, sizeof *y * N);
+    float *y1 = aligned_alloc(64, sizeof *y1 * N);
+    uint8_t *c1 = aligned_alloc(64, N), *c = aligned_alloc(64, N);
+    uint16_t *m1 = malloc(sizeof *m1 * N / 16), *m = malloc(sizeof *m * N / 16);
+    float *a1 = malloc(sizeof *a1 * N / 16), *a = malloc(sizeof *a * N / 16);
+    cr_assert(x && y && y1 && c1 && c && m1 && m && a1 && a);
+    fill_mixed(x, N);
+    static const unsigned counts[] = {2, 3, 7};
+    for (int isa = 0; isa < MT_ISA_COUNT; isa++) {
+        if (!mt_isa_supported((enum mt_isa)isa))
+            continue;
+        use((enum mt_isa)isa);
+        const char *in = mt_isa_name((enum mt_isa)isa);
+        for (size_t block = 100; block <= 256; block += 156) {
+            size_t nb = mt_q8_blocks(NQ, block);
+            mt_threads_use(1);
+            cr_assert_eq(mt_q8_quantize(x, NQ, block, (int8_t *)c1, a1), 0);
+            cr_assert_eq(mt_q8_dequantize((int8_t *)c1, a1, NQ, block, y1), 0);
+            for (size_t k = 0; k < 3; k++) {
+                mt_threads_use(counts[k]);
+                memset(c, 0, N), memset(y, 0, sizeof *y * N);
+                cr_assert_eq(mt_q8_quantize(x, NQ, block, (int8_t *)c, a), 0);
+                cr_assert_eq(mt_q8_dequantize((int8_t *)c1, a1, NQ, block, y), 0);
+                cr_assert_eq(memcmp(c1, c, NQ), 0, "%s q8 block %zu, %u threads", in, block, counts[k]);
+                cr_assert_eq(memcmp(a1, a, nb * sizeof *a), 0);
+                cr_assert_eq(memcmp(y1, y, NQ * sizeof *y), 0);
+            }
+        }
+        for (int kind = 0; kind < 2; kind++)
+            for (unsigned bits = 2; bits <= 8; bits *= 2) {
+                size_t cb = (size_t)N * bits / 8, mb = (size_t)N / 32 * 2 * sizeof *m;
+                mt_threads_use(1);
+                cr_assert_eq(mt_kv_quantize((enum mt_kv_kind)kind, x, T, C, bits, 32, c1, m1), 0);
+                cr_assert_eq(mt_kv_dequantize((enum mt_kv_kind)kind, c1, m1, T, C, bits, 32, y1), 0);
+                for (size_t k = 0; k < 3; k++) {
+                    mt_threads_use(counts[k]);
+                    memset(c, 0, cb), memset(m, 0, mb), memset(y, 0, sizeof *y * N);
+                    cr_assert_eq(mt_kv_quantize((enum mt_kv_kind)kind, x, T, C, bits, 32, c, m), 0);
+                    cr_assert_eq(mt_kv_dequantize((enum mt_kv_kind)kind, c1, m1, T, C, bits, 32, y), 0);
+                    cr_assert_eq(memcmp(c1, c, cb), 0, "%s kv kind %d %u-bit, %u threads", in, kind,
+                                 bits, counts[k]);
+                    cr_assert_eq(memcmp(m1, m, mb), 0);
+                    cr_assert_eq(memcmp(y1, y, sizeof *y * N), 0);
+                }
+            }
+        /* two bad groups in different parts: the first in token order wins,
+         * as it does on one thread */
+        for (int first_nan = 0; first_nan < 2; first_nan++)
+            for (int kind = 0; kind < 2; kind++) {
+                float *bad = y;
+                memcpy(bad, x, sizeof *x * N);
+                bad[(first_nan ? 100 : 1900) * C + 5] = NAN;
+                bad[(first_nan ? 1900 : 100) * C + 7] = -1e6f; /* its zero point overflows fp16 */
+                int want = first_nan ? -EDOM : -ERANGE;
+                for (unsigned t = 1; t <= 7; t += 3) {
+                    mt_threads_use(t);
+                    cr_assert_eq(mt_kv_quantize((enum mt_kv_kind)kind, bad, T, C, 4, 32, c, m), want,
+                                 "%s kind %d, %u threads", in, kind, t);
+                }
+            }
+    }
+    /* AdamW on 3 and 7 threads against 1, from the same state */
+    {
+        enum { B = 256 };
+        size_t nb = mt_q8_blocks(NQ, B);
+        float *p1 = y1, *p = y, *g = malloc(sizeof *g * N);
+        int8_t *mv1 = malloc(2 * (size_t)N), *mv = malloc(2 * (size_t)N);
+        float *s1 = malloc(sizeof *s1 * 2 * nb), *s = malloc(sizeof *s * 2 * nb);
+        cr_assert(g && mv1 && mv && s1 && s);
+        fill(g, N, 1e-2f);
+        use(mt_isa_best());
+        for (unsigned t = 1; t <= 7; t += 2) {
+            mt_threads_use(t);
+            float *pp = t == 1 ? p1 : p, *ss = t == 1 ? s1 : s;
+            int8_t *mm = t == 1 ? mv1 : mv;
+            memcpy(pp, x, sizeof *x * NQ);
+            memset(mm, 0, 2 * (size_t)N), memset(ss, 0, sizeof *ss * 2 * nb);
+            for (long step = 1; step <= 2; step++)
+                cr_assert_eq(mt_adamw8_step(pp, g, mm, ss, mm + N, ss + nb, NQ, B, &hp, step), 0);
+            if (t > 1) {
+                cr_assert_eq(memcmp(p1, p, sizeof *p * NQ), 0, "adamw8 params, %u threads", t);
+                cr_assert_eq(memcmp(mv1, mv, 2 * (size_t)N), 0);
+                cr_assert_eq(memcmp(s1, s, sizeof *s * 2 * nb), 0);
+            }
+        }
+        free(g), free(mv1), free(mv), free(s1), free(s);
+    }
+    mt_threads_use(1);
+    use(mt_isa_best());
+    free(x), free(y), free(y1), free(c1), free(c), free(m1), free(m), free(a1), free(a);
+}
 
 Test(kernels, latent_exact_rank_and_pythagoras)
 {
