@@ -79,10 +79,14 @@ static bool off(const struct row *r)
     return r->check && r->assumed != 0 && fabs(r->measured - r->assumed) / fabs(r->assumed) > VERIFY_TOLERANCE;
 }
 
-static void print_rows(const struct row *rows, size_t n, bool json)
+/* threads: the CPU threads the kernels ran on, put in the JSON (0: none). */
+static void print_rows(const struct row *rows, size_t n, bool json, unsigned threads)
 {
     if (json) {
-        cJSON *o = cJSON_CreateObject(), *arr = o ? cJSON_AddArrayToObject(o, "checks") : NULL;
+        cJSON *o = cJSON_CreateObject();
+        if (o && threads)
+            cJSON_AddNumberToObject(o, "threads", threads);
+        cJSON *arr = o ? cJSON_AddArrayToObject(o, "checks") : NULL;
         for (size_t i = 0; arr && i < n; i++) {
             cJSON *x = cJSON_CreateObject();
             if (!x)
@@ -215,14 +219,15 @@ static int verify_cuda(const char *path, const struct sizes_ctx *c, double assum
             { "offload", "host-to-device bandwidth", assumed_bw, h2d, "GB/s", true },
         };
         printf("\nThe simulator's transfer assumption:\n");
-        print_rows(rows, 2, false);
+        print_rows(rows, 2, false, 0);
     }
     return st == 0 ? 0 : 1;
 }
 
 static void verify_usage(FILE *f)
 {
-    fprintf(f, "Usage: memtrace verify [--device cpu|cuda] [--bandwidth GBPS] [--block N] [--reps N] [--json] FILE\n"
+    fprintf(f, "Usage: memtrace verify [--device cpu|cuda] [--bandwidth GBPS] [--block N] [--reps N]\n"
+               "                      [--threads N] [--json] FILE\n"
                "\n"
                "Runs the kernels behind each technique `memtrace simulate` would apply to the\n"
                "trace (8-bit optimizer state when it has optimizer state, KV-cache quantization\n"
@@ -236,6 +241,8 @@ static void verify_usage(FILE *f)
                "  --bandwidth GBPS  the transfer bandwidth assumed (default 25, as simulate)\n"
                "  --block N       values per absmax of the 8-bit optimizer (default 128)\n"
                "  --reps N        timed runs per kernel, best kept (default 3)\n"
+               "  --threads N     CPU threads for the kernels and for the memcpy they are\n"
+               "                  compared with (default: every CPU this process may use)\n"
                "  --json          print JSON\n"
                "  -h, --help      this text\n");
 }
@@ -244,7 +251,7 @@ int mt_verify_main(int argc, char **argv)
 {
     const char *path = NULL, *device = "cpu";
     double bw = 25.0;
-    unsigned block = 128, reps = 3;
+    unsigned block = 128, reps = 3, threads = mt_threads_available();
     bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -254,7 +261,7 @@ int mt_verify_main(int argc, char **argv)
         } else if (!strcmp(a, "--json")) {
             json = true;
         } else if (!strcmp(a, "--device") || !strcmp(a, "--bandwidth") || !strcmp(a, "--block") ||
-                   !strcmp(a, "--reps")) {
+                   !strcmp(a, "--reps") || !strcmp(a, "--threads")) {
             if (i + 1 >= argc)
                 return mt_usage_error("verify", "%s needs a value", a);
             const char *v = argv[++i];
@@ -273,8 +280,12 @@ int mt_verify_main(int argc, char **argv)
                     return mt_usage_error("verify", "bad number '%s'", v);
                 if (a[2] == 'b')
                     block = (unsigned)n;
-                else
+                else if (a[2] == 'r')
                     reps = (unsigned)n;
+                else if (n > MT_THREADS_MAX) /* 256, as the message says */
+                    return mt_usage_error("verify", "--threads takes 1 to 256, not %s", v);
+                else
+                    threads = (unsigned)n;
             }
         } else if (a[0] == '-' && a[1]) {
             return mt_usage_error("verify", "unknown option '%s'", a);
@@ -314,8 +325,10 @@ int mt_verify_main(int argc, char **argv)
     int rc = 0;
     const struct cat_sizes *opt = &c.cat[MT_CAT_OPTIMIZER_STATE], *kv = &c.cat[MT_CAT_KV_CACHE],
                            *act = &c.cat[MT_CAT_ACTIVATIONS];
+    mt_threads_use(threads);
     if (!json)
-        printf("%s: kernels on %s (%s), at the trace's sizes\n", path, mt_isa_name(mt_isa_current()), "best of reps");
+        printf("%s: kernels on %s, %u thread%s, best of %u, at the trace's sizes\n", path,
+               mt_isa_name(mt_isa_current()), threads, threads == 1 ? "" : "s", reps);
     if (opt->largest >= 16384) {
         size_t v = values_of(opt->largest);
         if ((rc = mt_measure_q8(v, block, reps, &m)) < 0)
@@ -365,7 +378,7 @@ int mt_verify_main(int argc, char **argv)
                 path);
         return 1;
     }
-    print_rows(rows, n, json);
+    print_rows(rows, n, json, threads);
     bool any_off = false;
     for (size_t i = 0; i < n; i++)
         any_off = any_off || off(&rows[i]);

@@ -183,18 +183,24 @@ Test(simulate, bad_input_is_one_line_and_nonzero)
 
 /* memtrace verify on the example: the 8-bit optimizer's bytes per value
  * measured by the kernel equal the simulator's 1 + 4/128, and the
- * bandwidth rows are there (their values are this machine's). */
+ * bandwidth rows are there (their values are this machine's); the kernels
+ * ran on the threads asked for, and a bad thread count is refused. */
 Test(simulate, verify_runs_the_kernels_at_the_traces_sizes)
 {
     char *trace = tu_in_tmp("phases.bin");
     char *run_argv[] = { (char *)tu_env("MEMTRACE_TEST_MEMTRACE"), "run", "-q", "-o", trace, "--",
                          (char *)tu_env("MEMTRACE_TEST_EXAMPLE"), "2", NULL };
     tu_expect_exit(tu_run(run_argv), 0);
-    char *argv[] = { (char *)tu_env("MEMTRACE_TEST_MEMTRACE"), "verify", "--json", "--reps", "1", trace, NULL };
+    char *bad[] = { (char *)tu_env("MEMTRACE_TEST_MEMTRACE"), "verify", "--threads", "0", trace, NULL };
+    tu_expect_exit(tu_run(bad), 2);
+    cr_expect(strstr(tu_slurp("stderr"), "bad number '0'"), "%s", tu_slurp("stderr"));
+    char *argv[] = { (char *)tu_env("MEMTRACE_TEST_MEMTRACE"), "verify", "--json", "--reps", "1",
+                     "--threads", "2", trace, NULL };
     int st = tu_run(argv);
     cr_assert(WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 3), "%s", tu_slurp("stderr"));
     cJSON *j = cJSON_Parse(tu_slurp("stdout"));
     cr_assert(j, "not JSON: %s", tu_slurp("stdout"));
+    cr_expect_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "threads")), 2);
     cJSON *checks = cJSON_GetObjectItem(j, "checks"), *x;
     bool bpv = false, bw = false;
     cJSON_ArrayForEach(x, checks) {
