@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <pthread.h>
@@ -685,7 +686,66 @@ Test(kernels, parallel_cuts_contiguous_parts_on_their_own_threads)
         /* the error of the first failing part in unit order */
         cr_assert_eq(r, s.n > 1 ? -(int)s.begin[1] : 0, "case %zu", c);
     }
+    /* a forked child of a process whose pool has workers gets a pool of
+     * its own (else its call would wait for workers it does not have) */
+    cr_assert_eq(mt_threads_use(4), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        alarm(20);
+        struct seen s = {.mu = PTHREAD_MUTEX_INITIALIZER};
+        int r = mti_parallel(100, 65536, record_part, &s);
+        _exit(s.n == 4 && r < 0 ? 0 : 1);
+    }
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the forked child's call failed (status %#x)", st);
     mt_threads_use(1);
+}
+
+/* Two threads calling kernels at once: one has the pool, the other runs
+ * alone; both get their bits. */
+struct q8_call {
+    const float *x;
+    size_t n;
+    int8_t *codes;
+    float *absmax;
+    int ret;
+};
+
+static void *q8_call_main(void *arg)
+{
+    struct q8_call *c = arg;
+    for (int i = 0; i < 20 && !c->ret; i++)
+        c->ret = mt_q8_quantize(c->x, c->n, 256, c->codes, c->absmax);
+    return NULL;
+}
+
+Test(kernels, parallel_calls_from_two_threads_at_once)
+{
+    enum { N = 1 << 21 };
+    float *x = malloc(sizeof *x * N), *a0 = malloc(sizeof *a0 * N / 256);
+    int8_t *c0 = malloc(N);
+    struct q8_call calls[2];
+    cr_assert(x && a0 && c0);
+    fill_mixed(x, N);
+    cr_assert_eq(mt_q8_quantize(x, N, 256, c0, a0), 0);
+    mt_threads_use(3);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        calls[i] = (struct q8_call){x, N, malloc(N), malloc(sizeof(float) * N / 256), 0};
+        cr_assert(calls[i].codes && calls[i].absmax);
+        cr_assert_eq(pthread_create(&t[i], NULL, q8_call_main, &calls[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        cr_assert_eq(calls[i].ret, 0);
+        cr_assert_eq(memcmp(calls[i].codes, c0, N), 0);
+        cr_assert_eq(memcmp(calls[i].absmax, a0, sizeof *a0 * N / 256), 0);
+        free(calls[i].codes), free(calls[i].absmax);
+    }
+    mt_threads_use(1);
+    free(x), free(a0), free(c0);
 }
 
 /* Every kernel that splits its work gives the same bits, and the same
