@@ -15,9 +15,11 @@
  * otherwise): the group parameters 16 groups at a time, with vcvtps2ph
  * (round to nearest even) and vcvtph2ps for the fp16 conversions, which
  * equal mt_f16_rne and mt_f16_to_f32 on every finite float (checked
- * exhaustively over all 2^32 bit patterns), the same subtraction, division,
- * conversion (rne under the default rounding mode, as rintf) and integer
- * clamp per value, and the packing of 16 codes at a time with byte
+ * exhaustively over all 2^32 bit patterns), the same subtraction, a
+ * quotient by the group's reciprocal and one fused residual step, which
+ * rounds to the same integer as the division (quotient16), the conversion
+ * (rne under the default rounding mode, as rintf) and integer clamp per
+ * value, and the packing of 16 codes at a time with byte
  * multiply-adds. Keys are taken 128 channels x G rows at a time (in L1
  * between the min/max and the codes pass, min/max in registers, the tile
  * two on prefetched), and 64 codes are packed per saturating pack where a
@@ -352,8 +354,9 @@ MTI_AVX512 MTI_INLINE int params16(__m512 mn, __m512 mx, __m512 levels, __mmask1
  * be the correctly rounded quotient everywhere, only round to the same
  * integer as it: kernels/kv_division_free_code_matches_the_division checks
  * that at every tie of every fp16 scale, +-4 ulps (73M cases), and the CUDA
- * self-test likewise on the device. A division costs 10-16 cycles a vector
- * on a Xeon, against four multiply-adds in flight per cycle. */
+ * self-test likewise on the device. Measured on one Xeon core (512 MiB):
+ * keys quantize 9-12 -> 10-14 GB/s, values within noise; no change on an
+ * EPYC, whose division is faster. */
 MTI_AVX512 MTI_INLINE __m512 quotient16(__m512 x, __m512 z, __m512 d, __m512 r)
 {
     __m512 a = _mm512_sub_ps(x, z), q0 = _mm512_mul_ps(a, r);
@@ -410,13 +413,11 @@ MTI_AVX512 MTI_INLINE void codes64(const float *x, const __m512 *z, const __m512
         else
             _mm256_storeu_si256((__m256i *)out, _mm512_cvtepi16_epi8(w));
     } else {
+        /* never streamed (16-byte pieces: see KV_VALUES_STREAM_BITS) */
         b = _mm512_min_epu8(b, _mm512_set1_epi8(3));
         __m512i w = _mm512_maddubs_epi16(b, _mm512_set1_epi16(0x0401)); /* c0 + 4 c1 */
         __m512i dw = _mm512_madd_epi16(w, _mm512_set1_epi32(0x00100001)); /* w0 + 16 w1 */
-        if (nt)
-            _mm_stream_si128((__m128i *)out, _mm512_cvtepi32_epi8(dw));
-        else
-            _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(dw));
+        _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(dw));
     }
 }
 
@@ -572,6 +573,11 @@ MTI_AVX512 static int kvq_keys_avx512(const float *x, size_t T, size_t C, unsign
 }
 
 #define PREFETCH_ROWS 2
+/* Values stream their codes from 4 bits up (32- and 64-byte pieces). The
+ * 2-bit codes' 16-byte pieces, streamed, cut a Xeon core's values quantize
+ * from 10.5 to 6.6 GB/s (no change on an EPYC); 4 bits: no change; 8 bits:
+ * 11.1 -> 12.5-13.1 GB/s. */
+#define KV_VALUES_STREAM_BITS 4
 
 /* Values, group % 16 == 0. Scratch: z, d, mn, mx, 1 / d (one per group). */
 MTI_AVX512 static int kvq_values_avx512(const float *x, size_t T, size_t C, unsigned bits,
@@ -583,7 +589,7 @@ MTI_AVX512 static int kvq_values_avx512(const float *x, size_t T, size_t C, unsi
     const __m512i lvi = _mm512_set1_epi32((int)lv);
     size_t row_bytes = C * bits / 8, ng = C / G;
     float *z = ws, *d = ws + C, *mn = ws + 2 * C, *mx = ws + 3 * C, *rc = ws + 4 * C;
-    int nt = codes_stream_ok(codes, big, row_bytes);
+    int nt = codes_stream_ok(codes, big, row_bytes) && bits >= KV_VALUES_STREAM_BITS;
     for (size_t t = 0; t < T; t++) {
         const float *xr = x + t * C;
         __mmask16 bad = 0;
