@@ -18,7 +18,7 @@ set -euo pipefail
 
 build=${BUILD_DIR:-build}
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-    sed -n '2,15s/^# \{0,1\}//p' "$0"
+    sed -n '2,17s/^# \{0,1\}//p' "$0"
     exit 0
 fi
 ninja -C "$build" kernels/bench-kernels >/dev/null
