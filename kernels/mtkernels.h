@@ -50,7 +50,7 @@ const char *mt_isa_name(enum mt_isa isa);
 /* ---- threads --------------------------------------------------------- */
 
 #define MT_THREADS_MAX 256
-/* CPUs this process may run on (its affinity mask), at least 1. */
+/* CPUs this process may run on (its affinity mask), 1 to MT_THREADS_MAX. */
 unsigned mt_threads_available(void);
 /* Use n threads (1 to MT_THREADS_MAX) from now on: 0, or -EINVAL. */
 int mt_threads_use(unsigned n);

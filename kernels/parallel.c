@@ -45,13 +45,12 @@ static unsigned threads_current = 1;
 unsigned mt_threads_available(void)
 {
     cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) {
-        int n = CPU_COUNT(&set);
-        if (n > 0)
-            return (unsigned)n;
-    }
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (unsigned)n : 1u;
+    long n = 0;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n <= 0)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n <= 0 ? 1u : n > MT_THREADS_MAX ? MT_THREADS_MAX : (unsigned)n;
 }
 
 int mt_threads_use(unsigned n)
