@@ -176,6 +176,6 @@ int mt_adamw8_step(float *param, const float *grad, int8_t *m, float *m_absmax, 
     enum mt_isa isa = mti_isa();
     struct adamw8_job j = {param, grad, m, v, m_absmax, v_absmax, n, block,
                            mt_adamw_consts_of(hp, step), fns[isa], qfns[isa]};
-    /* a block moves 4 + 4 bytes in and out per value, plus its codes */
+    /* a block reads 10 bytes a value: parameter, gradient, two codes */
     return mti_parallel(mt_q8_blocks(n, block), block * 10, adamw8_part, &j);
 }

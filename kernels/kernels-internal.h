@@ -55,10 +55,15 @@ typedef int (*mti_part_fn)(void *ctx, size_t begin, size_t end);
 #define MTI_PART_BYTES (1u << 20)
 
 /* fn over [0, units) cut into up to mt_threads_current() contiguous parts
- * of at least MTI_PART_BYTES (unit_bytes each unit), in parallel: 0, or
- * the first failing part's error. */
+ * of at least MTI_PART_BYTES (unit_bytes: about what one unit reads), in
+ * parallel: 0, or the first failing part's error. */
 int mti_parallel(size_t units, size_t unit_bytes, mti_part_fn fn, void *ctx);
+/* The same on up to `threads` threads. */
+int mti_parallel_on(size_t threads, size_t units, size_t unit_bytes, mti_part_fn fn, void *ctx);
 
+/* memcpy cut into whole units of `unit` bytes (unit > 0) over up to
+ * `threads` threads, as mti_parallel_on cuts work. */
+void mti_copy(void *dst, const void *src, size_t bytes, size_t unit, size_t threads);
 /* memcpy on as many threads as the kernels use: their baseline. */
 void mti_memcpy(void *dst, const void *src, size_t bytes);
 

@@ -248,19 +248,19 @@ MTI_INLINE void kvd_body(enum mt_kv_kind kind, const uint8_t *codes, const uint1
     }
 }
 
-#define KV_VARIANTS(attr, suffix)                                                                \
+#define KV_VARIANTS(attr, suffix)                                                                 \
     attr static int kvq_##suffix(enum mt_kv_kind kind, const float *x, size_t T, size_t C,        \
                                  unsigned bits, size_t G, uint8_t *codes, uint16_t *meta,         \
-                                 float *ws, uint8_t *rc, int big)                                 \
+                                 float *ws, uint8_t *rc, size_t call_bytes)                       \
     {                                                                                             \
-        (void)big;                                                                                \
+        (void)call_bytes;                                                                         \
         return kvq_body(kind, x, T, C, bits, G, codes, meta, ws, rc);                             \
     }                                                                                             \
     attr static void kvd_##suffix(enum mt_kv_kind kind, const uint8_t *codes,                     \
                                   const uint16_t *meta, size_t T, size_t C, unsigned bits,        \
-                                  size_t G, float *x, float *ws, uint8_t *rc, int big)            \
+                                  size_t G, float *x, float *ws, uint8_t *rc, size_t call_bytes)  \
     {                                                                                             \
-        (void)big;                                                                                \
+        (void)call_bytes;                                                                         \
         kvd_body(kind, codes, meta, T, C, bits, G, x, ws, rc);                                    \
     }
 
@@ -461,13 +461,13 @@ MTI_AVX512 MTI_INLINE __m512 unpack16(const uint8_t *in, unsigned bits, const st
 }
 
 /* Whether codes64 may write codes with non-temporal stores: a large call
- * (big: the whole call, of which this may be one part, moves at least
- * MTI_STREAM_BYTES), and every 64 values' codes at an offset aligned to
- * their own size (codes 64-byte aligned, rows a multiple of 64 bytes). The
- * callers fence once at the end. */
-MTI_INLINE int codes_stream_ok(const uint8_t *codes, int big, size_t row_bytes)
+ * (call_bytes: the fp32 bytes of the whole call, of which this may be one
+ * part; as mti_stream_ok), and every 64 values' codes at an offset aligned
+ * to their own size (codes 64-byte aligned, rows a multiple of 64 bytes).
+ * Each part fences at its end (kv_part). */
+MTI_INLINE int codes_stream_ok(const uint8_t *codes, size_t call_bytes, size_t row_bytes)
 {
-    return big && ((uintptr_t)codes & 63) == 0 && row_bytes % 64 == 0;
+    return mti_stream_ok(codes, call_bytes) && row_bytes % 64 == 0;
 }
 
 /* Keys, channels % 16 == 0: the group (G rows of C channels) is taken a
@@ -536,7 +536,7 @@ MTI_AVX512 MTI_INLINE int keys_tile(const float *x0, const float *next, size_t C
 
 /* Keys, channels % 16 == 0. Scratch: z, d, 1 / d (C floats each). */
 MTI_AVX512 static int kvq_keys_avx512(const float *x, size_t T, size_t C, unsigned bits, size_t G,
-                                      uint8_t *codes, uint16_t *meta, float *ws, int big)
+                                      uint8_t *codes, uint16_t *meta, float *ws, size_t call_bytes)
 {
     const unsigned lv = (1u << bits) - 1u;
     const __m512 levels = _mm512_set1_ps((float)lv);
@@ -547,7 +547,7 @@ MTI_AVX512 static int kvq_keys_avx512(const float *x, size_t T, size_t C, unsign
      * only when those are whole lines (not at 2 bits: 32-byte pieces of 32
      * rows overflow the write-combining buffers, measured 44% -> 25% of
      * memcpy on a Xeon) */
-    int nt = codes_stream_ok(codes, big, row_bytes) && KEY_TILE * bits / 8 % 64 == 0;
+    int nt = codes_stream_ok(codes, call_bytes, row_bytes) && KEY_TILE * bits / 8 % 64 == 0;
     for (size_t tg = 0; tg < T / G; tg++) {
         const float *x0 = x + tg * G * C;
         const float *xnext = tg + 1 < T / G ? x0 + G * C : NULL;
@@ -582,14 +582,14 @@ MTI_AVX512 static int kvq_keys_avx512(const float *x, size_t T, size_t C, unsign
 /* Values, group % 16 == 0. Scratch: z, d, mn, mx, 1 / d (one per group). */
 MTI_AVX512 static int kvq_values_avx512(const float *x, size_t T, size_t C, unsigned bits,
                                         size_t G, uint8_t *codes, uint16_t *meta, float *ws,
-                                        int big)
+                                        size_t call_bytes)
 {
     const unsigned lv = (1u << bits) - 1u;
     const __m512 levels = _mm512_set1_ps((float)lv);
     const __m512i lvi = _mm512_set1_epi32((int)lv);
     size_t row_bytes = C * bits / 8, ng = C / G;
     float *z = ws, *d = ws + C, *mn = ws + 2 * C, *mx = ws + 3 * C, *rc = ws + 4 * C;
-    int nt = codes_stream_ok(codes, big, row_bytes) && bits >= KV_VALUES_STREAM_BITS;
+    int nt = codes_stream_ok(codes, call_bytes, row_bytes) && bits >= KV_VALUES_STREAM_BITS;
     for (size_t t = 0; t < T; t++) {
         const float *xr = x + t * C;
         __mmask16 bad = 0;
@@ -661,13 +661,13 @@ MTI_AVX512 static int kvq_values_avx512(const float *x, size_t T, size_t C, unsi
 
 MTI_AVX512 static int kvq_avx512(enum mt_kv_kind kind, const float *x, size_t T, size_t C,
                                  unsigned bits, size_t G, uint8_t *codes, uint16_t *meta,
-                                 float *ws, uint8_t *rc, int big)
+                                 float *ws, uint8_t *rc, size_t call_bytes)
 {
     if (kind == MT_KV_KEYS && C % 16 == 0)
-        return kvq_keys_avx512(x, T, C, bits, G, codes, meta, ws, big);
+        return kvq_keys_avx512(x, T, C, bits, G, codes, meta, ws, call_bytes);
     if (kind == MT_KV_VALUES && G % 16 == 0)
-        return kvq_values_avx512(x, T, C, bits, G, codes, meta, ws, big);
-    return kvq_avx512g(kind, x, T, C, bits, G, codes, meta, ws, rc, big);
+        return kvq_values_avx512(x, T, C, bits, G, codes, meta, ws, call_bytes);
+    return kvq_avx512g(kind, x, T, C, bits, G, codes, meta, ws, rc, call_bytes);
 }
 
 /* (zero, scale) pairs of n <= 16 groups to floats. */
@@ -690,18 +690,18 @@ MTI_AVX512 MTI_INLINE void store16(float *p, __m512 v, int nt)
 
 MTI_AVX512 static void kvd_avx512(enum mt_kv_kind kind, const uint8_t *codes, const uint16_t *meta,
                                   size_t T, size_t C, unsigned bits, size_t G, float *x, float *ws,
-                                  uint8_t *rc, int big)
+                                  uint8_t *rc, size_t call_bytes)
 {
     int keys = kind == MT_KV_KEYS;
     if (keys ? C % 16 : G % 16) {
-        kvd_avx512g(kind, codes, meta, T, C, bits, G, x, ws, rc, big);
+        kvd_avx512g(kind, codes, meta, T, C, bits, G, x, ws, rc, call_bytes);
         return;
     }
     struct unpacker u = unpacker_of(bits);
     size_t row_bytes = C * bits / 8, ng = C / G;
     float *z = ws, *s = ws + C;
     /* rows start 64-byte aligned when x does (C % 16 == 0 on this path) */
-    int nt = big && ((uintptr_t)x & 63) == 0;
+    int nt = mti_stream_ok(x, call_bytes);
     for (size_t t = 0; t < T; t++) {
         const uint8_t *in = codes + t * row_bytes;
         float *xr = x + t * C;
@@ -736,9 +736,9 @@ MTI_AVX512 static void kvd_avx512(enum mt_kv_kind kind, const uint8_t *codes, co
 #endif
 
 typedef int (*kvq_fn)(enum mt_kv_kind, const float *, size_t, size_t, unsigned, size_t, uint8_t *,
-                      uint16_t *, float *, uint8_t *, int);
+                      uint16_t *, float *, uint8_t *, size_t);
 typedef void (*kvd_fn)(enum mt_kv_kind, const uint8_t *, const uint16_t *, size_t, size_t,
-                       unsigned, size_t, float *, float *, uint8_t *, int);
+                       unsigned, size_t, float *, float *, uint8_t *, size_t);
 
 /* A whole call; its parts are runs of units: keys' token groups, values'
  * tokens (rows_per rows each). */
@@ -752,7 +752,7 @@ struct kv_job {
     uint16_t *mout;
     size_t C, G, rows_per;
     unsigned bits;
-    int big;
+    size_t call_bytes; /* fp32 bytes of the whole call */
     kvq_fn q;
     kvd_fn d;
 };
@@ -772,21 +772,20 @@ static int kv_part(void *ctx, size_t u0, size_t u1)
     int r = 0;
     if (j->d)
         j->d(j->kind, j->cin + r0 * row_bytes, j->min + meta0, T, C, j->bits, j->G,
-             j->xout + r0 * C, ws, rc, j->big);
+             j->xout + r0 * C, ws, rc, j->call_bytes);
     else
         r = j->q(j->kind, j->xin + r0 * C, T, C, j->bits, j->G, j->cout + r0 * row_bytes,
-                 j->mout + meta0, ws, rc, j->big);
+                 j->mout + meta0, ws, rc, j->call_bytes);
     mti_store_fence(); /* the AVX-512 code may have streamed its output */
     free(ws);
     return r;
 }
 
-/* Runs a checked call's parts; big: the call moves MTI_STREAM_BYTES or
- * more (its input or output floats). */
+/* Runs a checked call's parts. */
 static int kv_run(struct kv_job *j, size_t tokens)
 {
     j->rows_per = j->kind == MT_KV_KEYS ? j->G : 1;
-    j->big = tokens * j->C * sizeof(float) >= MTI_STREAM_BYTES;
+    j->call_bytes = tokens * j->C * sizeof(float);
     return mti_parallel(tokens / j->rows_per, j->rows_per * j->C * sizeof(float), kv_part, j);
 }
 

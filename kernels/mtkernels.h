@@ -172,10 +172,9 @@ struct mt_pinned {
 int mt_pinned_alloc(size_t bytes, struct mt_pinned *ret);
 void mt_pinned_free(struct mt_pinned *p);   /* NULL or empty is fine */
 
-/* memcpy in chunks of `chunk` bytes shared among max(2,
- * mt_threads_current()) threads, the caller and helpers (each takes every
- * k-th chunk; the caller does those of a helper it cannot start).
- * -EINVAL when chunk is 0. */
+/* memcpy cut into contiguous runs of whole `chunk`-byte chunks over max(2,
+ * mt_threads_current()) threads (parts of at least 1 MiB; a copy of one
+ * chunk or less stays on the caller). -EINVAL when chunk is 0. */
 int mt_offload_copy(void *dst, const void *src, size_t bytes, size_t chunk);
 /* Write `bytes` from src to a new file at path (truncated) / read them
  * back, through two staging buffers: the caller fills one while a helper

@@ -4,8 +4,8 @@
  * Pinned memory: an anonymous mapping, populated, then mlock'd when the
  * memlock limit allows; otherwise it stays an ordinary (pageable) mapping
  * and says so, since a caller measuring transfer time must know which it
- * measured. Copies are chunked over max(2, mt_threads_current()) threads,
- * the caller and helpers, each taking every k-th chunk.
+ * measured. Copies are cut into runs of whole chunks over max(2,
+ * mt_threads_current()) threads, on the kernels' pool (parallel.c).
  *
  * Files: two page-aligned staging buffers of one chunk each. Writing, the
  * caller copies chunk i into buffer i % 2 while the helper thread writes
@@ -52,48 +52,12 @@ void mt_pinned_free(struct mt_pinned *p)
     p->bytes = 0;
 }
 
-struct copy_job {
-    char *dst;
-    const char *src;
-    size_t bytes, chunk, first, stride;
-    pthread_t thread;
-};
-
-static void *copy_every_kth(void *arg)
-{
-    const struct copy_job *j = arg;
-    for (size_t off = j->first * j->chunk; off < j->bytes; off += j->stride * j->chunk) {
-        size_t len = j->bytes - off < j->chunk ? j->bytes - off : j->chunk;
-        memcpy(j->dst + off, j->src + off, len);
-    }
-    return NULL;
-}
-
 int mt_offload_copy(void *dst, const void *src, size_t bytes, size_t chunk)
 {
     if (!chunk)
         return -EINVAL;
-    if (bytes <= chunk) {
-        memcpy(dst, src, bytes);
-        return 0;
-    }
-    size_t nchunks = (bytes + chunk - 1) / chunk, k = mt_threads_current();
-    k = k < 2 ? 2 : k;
-    k = k > nchunks ? nchunks : k;
-    /* a helper that cannot be started leaves its chunks to the caller */
-    struct copy_job jobs[MT_THREADS_MAX];
-    int started[MT_THREADS_MAX] = {0};
-    for (size_t i = 0; i < k; i++) {
-        jobs[i] = (struct copy_job){dst, src, bytes, chunk, i, k, 0};
-        if (i > 0)
-            started[i] = pthread_create(&jobs[i].thread, NULL, copy_every_kth, &jobs[i]) == 0;
-    }
-    for (size_t i = 0; i < k; i++)
-        if (!started[i])
-            copy_every_kth(&jobs[i]);
-    for (size_t i = 1; i < k; i++)
-        if (started[i])
-            pthread_join(jobs[i].thread, NULL);
+    size_t threads = mt_threads_current();
+    mti_copy(dst, src, bytes, chunk, threads < 2 ? 2 : threads);
     return 0;
 }
 

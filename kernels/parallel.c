@@ -156,9 +156,9 @@ static size_t pool_grow(size_t want)
     return pool.workers;
 }
 
-int mti_parallel(size_t units, size_t unit_bytes, mti_part_fn fn, void *ctx)
+int mti_parallel_on(size_t threads, size_t units, size_t unit_bytes, mti_part_fn fn, void *ctx)
 {
-    size_t k = threads_current;
+    size_t k = threads < MT_THREADS_MAX ? threads : MT_THREADS_MAX;
     size_t per = unit_bytes ? (MTI_PART_BYTES + unit_bytes - 1) / unit_bytes : 1;
     size_t by_size = units / per;
     if (k > by_size)
@@ -201,22 +201,32 @@ int mti_parallel(size_t units, size_t unit_bytes, mti_part_fn fn, void *ctx)
     return ret;
 }
 
+int mti_parallel(size_t units, size_t unit_bytes, mti_part_fn fn, void *ctx)
+{
+    return mti_parallel_on(threads_current, units, unit_bytes, fn, ctx);
+}
+
 struct copy_job {
     char *dst;
     const char *src;
-    size_t bytes;
+    size_t bytes, unit;
 };
 
 static int copy_part(void *ctx, size_t begin, size_t end)
 {
     struct copy_job *j = ctx;
-    size_t b = begin * 64, e = end * 64 < j->bytes ? end * 64 : j->bytes;
+    size_t b = begin * j->unit, e = end * j->unit < j->bytes ? end * j->unit : j->bytes;
     memcpy(j->dst + b, j->src + b, e - b);
     return 0;
 }
 
+void mti_copy(void *dst, const void *src, size_t bytes, size_t unit, size_t threads)
+{
+    struct copy_job j = {dst, src, bytes, unit};
+    mti_parallel_on(threads, (bytes + unit - 1) / unit, unit, copy_part, &j);
+}
+
 void mti_memcpy(void *dst, const void *src, size_t bytes)
 {
-    struct copy_job j = {dst, src, bytes};
-    mti_parallel((bytes + 63) / 64, 64, copy_part, &j);
+    mti_copy(dst, src, bytes, 64, threads_current);
 }

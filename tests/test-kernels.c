@@ -840,6 +840,14 @@ Test(kernels, threads_change_no_bit_and_no_error)
         }
         free(g), free(mv1), free(mv), free(s1), free(s);
     }
+    /* offload copies on 3 threads (a short last chunk), byte for byte */
+    for (unsigned t = 1; t <= 3; t += 2) {
+        mt_threads_use(t);
+        memset(y, 0, sizeof *y * N);
+        cr_assert_eq(mt_offload_copy(y, x, sizeof *x * N - 100, 65536), 0);
+        cr_assert_eq(memcmp(y, x, sizeof *x * N - 100), 0, "offload copy, %u threads", t);
+        cr_assert_eq(((char *)y)[sizeof *x * N - 100], 0);
+    }
     mt_threads_use(1);
     use(mt_isa_best());
     free(x), free(y), free(y1), free(c1), free(c), free(m1), free(m), free(a1), free(a);
